@@ -1,0 +1,1 @@
+"""RaLSGAN trainer, generator and metrics (importable without curate's dependencies)."""

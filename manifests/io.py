@@ -1,0 +1,209 @@
+"""Read (with validation) and write (atomically, with provenance) manifests.
+
+No other module reads or writes Parquet: stages go through `read_manifest`
+and `write_manifest`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ManifestError
+from .ids import file_sha256
+from .schema import COLUMNS, REQUIRED, SCHEMA_VERSION
+
+META_KEY = b"motocurate"
+
+
+def tool_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("motocurate")
+    except Exception:  # noqa: BLE001 - not installed (running from a checkout)
+        return "0+unknown"
+
+
+@dataclass
+class Manifest:
+    """A manifest in memory: the table as a DataFrame plus what the file says about itself."""
+
+    df: pd.DataFrame
+    root: str | None = None                        # absolute folder the `path` column is relative to
+    history: list[dict] = field(default_factory=list)  # provenance records, oldest first
+    path: Path | None = None                       # where it was read from
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def folder(self) -> Path:
+        """The folder the manifest lives in (cache paths are relative to it)."""
+        return (self.path or Path(".")).resolve().parent
+
+    def stage_params(self, stage: str) -> dict | None:
+        """Parameters of the latest write by `stage`, or None."""
+        for rec in reversed(self.history):
+            if rec.get("stage") == stage:
+                return rec.get("params")
+        return None
+
+
+def _validate(table: pa.Table, where: str) -> None:
+    names = set(table.column_names)
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise ManifestError(f"{where}: missing required column(s) {', '.join(missing)}")
+    for name in table.column_names:
+        want = COLUMNS.get(name)
+        if want is None:
+            continue  # extra columns are the user's; kept as they are
+        got = table.schema.field(name).type
+        if not got.equals(want.type):
+            raise ManifestError(f"{where}: column {name!r} has type {got}, expected {want.type}")
+    ids = table.column("sample_id")
+    if ids.null_count:
+        raise ManifestError(f"{where}: column 'sample_id' has {ids.null_count} null value(s)")
+    if pa.compute.count_distinct(ids).as_py() != len(ids):
+        raise ManifestError(f"{where}: column 'sample_id' has duplicate values")
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read and validate a manifest; a `ManifestError` names what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"manifest not found: {path}")
+    try:
+        pf = pq.ParquetFile(path)
+        table = pf.read()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(f"{path}: not a readable Parquet manifest ({exc})") from exc
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    meta = json.loads(raw) if raw else {}
+    version = int(meta.get("schema_version", SCHEMA_VERSION))
+    if version > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path}: written with manifest schema version {version}, this tool reads up to "
+            f"{SCHEMA_VERSION}; upgrade motocurate"
+        )
+    _validate(table, str(path))
+    df = table.to_pandas(types_mapper=_types_mapper)
+    return Manifest(df=df, root=meta.get("root"), history=meta.get("history", []), path=path,
+                    schema_version=version)
+
+
+def _types_mapper(t: pa.DataType):
+    # Keep nullable ints/bools/strings as pandas extension types so a null stays null.
+    if pa.types.is_integer(t):
+        return {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+                pa.int16(): pd.Int16Dtype(), pa.int8(): pd.Int8Dtype()}.get(t)
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
+    if pa.types.is_string(t):
+        return pd.StringDtype()
+    return None
+
+
+def to_table(df: pd.DataFrame) -> pa.Table:
+    """Convert with the declared types for known columns (inferring the rest)."""
+    fields = []
+    for name in df.columns:
+        if name in COLUMNS:
+            fields.append(COLUMNS[name])
+        else:
+            fields.append(pa.field(name, pa.Array.from_pandas(df[name]).type))
+    try:
+        return pa.Table.from_pandas(df, schema=pa.schema(fields), preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"cannot store manifest: {exc}") from exc
+
+
+def write_manifest(
+    m: Manifest | pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    stage: str,
+    params: dict | None = None,
+    input_path: str | os.PathLike | None = None,
+    root: str | None = None,
+) -> Path:
+    """Validate and write atomically (temp file in the same folder, then `os.replace`).
+
+    Appends a provenance record: tool version, stage, resolved parameters, sha256
+    of the input manifest, UTC time.
+    """
+    if isinstance(m, pd.DataFrame):
+        m = Manifest(df=m)
+    path = Path(path)
+    table = to_table(m.df.reset_index(drop=True))
+    _validate(table, str(path))
+    record = {
+        "stage": stage,
+        "tool_version": tool_version(),
+        "params": _jsonable(params or {}),
+        "input_sha256": file_sha256(input_path) if input_path and Path(input_path).exists() else None,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "root": root if root is not None else m.root,
+        "history": [*m.history, record],
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           META_KEY: json.dumps(meta).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    m.history = meta["history"]
+    m.root = meta["root"]
+    m.path = path
+    return path
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def merge_columns(base: pd.DataFrame, new: pd.DataFrame, on: str = "sample_id") -> pd.DataFrame:
+    """Merge a stage's columns into `base` by `sample_id`.
+
+    Columns in `new` replace same-named columns of `base`; rows of `base` that
+    `new` does not mention keep their old values (null for new columns). Rows
+    in `new` that `base` lacks are an error: stages add columns, not files.
+    """
+    if on not in new.columns:
+        raise ValueError(f"merge needs a {on!r} column")
+    unknown = set(new[on]) - set(base[on])
+    if unknown:
+        raise ValueError(f"{len(unknown)} sample_id(s) not in the manifest, e.g. {sorted(unknown)[0]}")
+    cols = [c for c in new.columns if c != on]
+    out = base.copy()
+    idx = pd.Index(out[on]).get_indexer(new[on])
+    for c in cols:
+        if c not in out.columns:
+            out[c] = pd.Series([None] * len(out), dtype=new[c].dtype if len(new) else object)
+        col = out[c].astype(object) if out[c].dtype != new[c].dtype else out[c].copy()
+        values = new[c].to_numpy(dtype=object)
+        arr = col.to_numpy(dtype=object).copy()
+        arr[idx] = values
+        out[c] = pd.Series(arr, index=out.index)
+        try:
+            out[c] = out[c].astype(new[c].dtype)
+        except (TypeError, ValueError):
+            pass
+    return out

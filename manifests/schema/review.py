@@ -1,0 +1,4 @@
+"""Columns written by the `review` stage."""
+import pyarrow as pa
+
+FIELDS: list[pa.field] = []

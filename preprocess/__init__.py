@@ -1,0 +1,1 @@
+"""Square, resize and pack curated crops for the trainer."""

@@ -1,0 +1,8 @@
+"""`preprocess`: square 128x128 training images, packed for the trainer."""
+from manifests.clitools import run_main
+
+
+def main(argv=None):
+    from .preprocess_cli import preprocess_cmd
+
+    run_main(preprocess_cmd, "preprocess", argv)
