@@ -55,6 +55,24 @@ class Manifest:
         return None
 
 
+def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
+    """Types that differ only in offset width (string vs large_string, list vs large_list)."""
+    if pa.types.is_large_string(got) and pa.types.is_string(want):
+        return True
+    if pa.types.is_large_list(got) and pa.types.is_list(want):
+        return got.value_type.equals(want.value_type) or _same_kind(got.value_type, want.value_type)
+    return False
+
+
+def _normalise(table: pa.Table) -> pa.Table:
+    """Cast known columns written with large offsets (e.g. by pandas 3) to the declared type."""
+    for i, name in enumerate(table.column_names):
+        want = COLUMNS.get(name)
+        if want is not None and _same_kind(table.schema.field(name).type, want.type):
+            table = table.set_column(i, want.with_nullable(True), table.column(i).cast(want.type))
+    return table
+
+
 def _validate(table: pa.Table, where: str) -> None:
     names = set(table.column_names)
     missing = [c for c in REQUIRED if c not in names]
@@ -92,6 +110,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             f"{path}: written with manifest schema version {version}, this tool reads up to "
             f"{SCHEMA_VERSION}; upgrade motocurate"
         )
+    table = _normalise(table)
     _validate(table, str(path))
     df = table.to_pandas(types_mapper=_types_mapper)
     return Manifest(df=df, root=meta.get("root"), history=meta.get("history", []), path=path,

@@ -28,7 +28,8 @@ FIELDS = [
     pa.field("height", pa.int32()),
     pa.field("mode", pa.string()),            # PIL mode: RGB, L, P, CMYK, I;16, RGBA, ...
     pa.field("n_frames", pa.int32()),
-    pa.field("exif_orientation", pa.int32()),
+    pa.field("exif_orientation", pa.int32()),  # EXIF tag 274 (1..8), null when absent
+    pa.field("icc_profile", pa.string()),     # embedded ICC profile's description, null when none
 ]
 
 REQUIRED = ("sample_id", "path", "crop_index", "status")

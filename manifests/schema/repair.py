@@ -8,4 +8,5 @@ FIELDS = [
     pa.field("frame_index", pa.int32()),          # chosen frame of an animation
     pa.field("recovered_fraction", pa.float32()), # share of rows decoded in a truncated file
     pa.field("background", pa.string()),          # composite colour used for transparency, e.g. "#ffffff"
+    pa.field("repair_key", pa.string()),          # hash of the repair parameters this row was repaired with
 ]

@@ -1,0 +1,153 @@
+"""`curate repair`: normalised RGB copies of the files that need one, never over the originals.
+
+For every file row (crop_index 0) it records `repair_action` (none | converted |
+best_frame | recovered | unrecoverable | skipped) and `repair_reason`; files that
+need work get an 8-bit sRGB RGB PNG in the content-addressed cache
+`<manifest folder>/cache/repaired/<aa>/<digest>.png`, where the digest hashes the
+source's sha256 with the repair parameters (`repair_key`). Rows with
+crop_index > 0 (added by detect) get the same repair columns as their file.
+
+- fine (RGB, one frame, upright, no or sRGB ICC profile): `none`, decided from the
+  scan columns without opening the file; nothing is copied.
+- animated GIF/WebP/APNG: `best_frame` (see `curate.frames`), `frame_index` recorded.
+- CMYK/YCCK, palette, grey, 16-bit, LA/RGBA (composited on `background`), EXIF
+  orientation, ICC profile -> sRGB: `converted`, with what was done in the reason.
+- truncated (or corrupt) JPEG/PNG: decoded with truncated data allowed (inside
+  `curate.normalise.truncated_images_allowed`); `recovered` when at least
+  `min_recovered` of the rows decode, else `unrecoverable`; `recovered_fraction` either way.
+- anything else that did not scan `ok` (empty, not_an_image, too_large, ...): `skipped`.
+
+Resume: a row already repaired with the same `repair_key` whose cache file still
+exists is not redone; the manifest is rewritten every `checkpoint_every` rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from manifests import read_manifest, write_manifest
+from manifests.errors import UserError
+from manifests.io import merge_columns
+from manifests.paths import cache_file, relative_to_manifest
+from manifests.schema import repair as repair_schema
+
+from .pool import Checkpoint, map_chunks, resolve_workers
+from .repair_worker import (REPAIR_COLUMNS, REPAIRABLE, RepairOptions, present,
+                            decide_without_opening, fine_as_is, repair_file, repair_many)
+
+__all__ = ["RepairOptions", "repair_manifest", "repair_file", "fine_as_is", "REPAIRABLE"]
+
+_PANDAS_DTYPES = {"string": "string", "int32": "Int32", "float": "float32"}
+CACHE_KIND = "repaired"
+if REPAIR_COLUMNS != [f.name for f in repair_schema.FIELDS]:
+    raise RuntimeError("curate.repair_worker.REPAIR_COLUMNS is out of step with manifests.schema.repair")
+log = logging.getLogger(__name__)
+
+
+def cache_target(manifest_path: str | os.PathLike, row: dict, key: str) -> tuple[str, str]:
+    """(absolute path, path relative to the manifest folder) of a row's repaired copy."""
+    digest = hashlib.sha256(f"{row['sha256']}:{key}".encode()).hexdigest()
+    target = cache_file(manifest_path, CACHE_KIND, digest, ".png")
+    return str(target), relative_to_manifest(manifest_path, target)
+
+
+def repair_frame(results: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(results, columns=["sample_id", *REPAIR_COLUMNS])
+    df["sample_id"] = df["sample_id"].astype("string")
+    for f in repair_schema.FIELDS:
+        df[f.name] = df[f.name].astype(_PANDAS_DTYPES[str(f.type)])
+    return df
+
+
+def _clean_row(r: dict) -> dict:
+    return {k: (v if present(v) else None) for k, v in r.items()}
+
+
+def _already_done(row: dict, key: str, folder: Path) -> bool:
+    if row.get("repair_key") != key or not present(row.get("repair_action")):
+        return False
+    rp = row.get("repaired_path")
+    return not present(rp) or (folder / rp).is_file()
+
+
+def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = RepairOptions(), *,
+                    workers: int | None = None, progress: bool = True):
+    """Repair every file row of the manifest (in place); return the updated `Manifest`."""
+    opts.check()
+    manifest_path = Path(os.path.abspath(manifest_path))
+    m = read_manifest(manifest_path)
+    if not m.root:
+        raise UserError(f"{manifest_path} does not say which folder it lists (no root); "
+                        "make it with `curate scan`")
+    workers = resolve_workers(workers)
+    key = opts.key()
+    folder = manifest_path.parent
+    wanted = [c for c in ("sample_id", "path", "status", "error", "format", "mode", "n_frames",
+                          "exif_orientation", "icc_profile", "sha256",
+                          "repair_key", "repair_action", "repaired_path") if c in m.df.columns]
+    rows = [_clean_row(r) for r in m.df.loc[m.df["crop_index"] == 0, wanted].to_dict("records")]
+    results: dict[str, dict] = {}
+    todo: list[dict] = []
+    reused = 0
+    for r in rows:
+        if _already_done(r, key, folder):
+            reused += 1
+            continue
+        decided = decide_without_opening(r, key)
+        if decided is not None:
+            results[r["sample_id"]] = decided
+        else:
+            todo.append(r)
+    params = {**asdict(opts), "background": opts.background_hex(), "repair_key": key,
+              "workers": workers}
+    base_history = list(m.history)
+
+    def write(complete: bool) -> None:
+        df = m.df
+        if results:
+            df = merge_columns(df, repair_frame(list(results.values())))
+        df = _copy_to_crop_rows(df)
+        out = type(m)(df=df, root=m.root, history=list(base_history))
+        counts = Counter(r["repair_action"] for r in results.values())
+        write_manifest(out, manifest_path, stage="repair", input_path=manifest_path,
+                       params={**params, "complete": complete, "reused": reused,
+                               "actions": dict(sorted(counts.items()))})
+
+    fn = partial(repair_many, root=m.root, opts=opts)
+    items = [(r, *cache_target(manifest_path, r, key)) for r in todo]
+    ckpt = Checkpoint(opts.checkpoint_every, opts.checkpoint_seconds)
+    try:
+        for chunk in map_chunks(fn, items, workers=workers, chunk_size=opts.chunk_size,
+                                progress=progress, desc="repair"):
+            for res in chunk:
+                results[res["sample_id"]] = res
+            if ckpt.add(len(chunk)):
+                write(complete=False)
+    except KeyboardInterrupt:
+        write(complete=False)  # keep what was done; the next run resumes from here
+        raise
+    write(complete=True)
+    counts = Counter(r["repair_action"] for r in results.values())
+    log.info("repaired %s: %d row(s) unchanged since the last repair; %s", manifest_path, reused,
+             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return read_manifest(manifest_path)
+
+
+def _copy_to_crop_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows added by detect (crop_index > 0) share their file's repair columns."""
+    crops = df["crop_index"] != 0
+    if not crops.any() or "repair_action" not in df.columns:
+        return df
+    df = df.copy()
+    base = df.loc[~crops].drop_duplicates("path").set_index("path")
+    for c in REPAIR_COLUMNS:
+        if c in df.columns:
+            df.loc[crops, c] = df.loc[crops, "path"].map(base[c]).to_numpy()
+    return df

@@ -1,0 +1,236 @@
+"""`curate scan`: inventory every file under a folder into the manifest.
+
+One row per file, nothing skipped: status from `manifests.schema.core.SCAN_STATUSES`
+with the error text when not ok. Decisions worth knowing:
+
+- Content identity: `sample_id = manifests.sample_id(sha256, relpath, 0)`. A file that
+  cannot be read has no content hash; its id uses `sha256(b"path:" + relpath)` instead
+  (`curate.probe.path_digest`) and its `sha256` column is null.
+- Resume: a rescan reuses the row of a file whose size and mtime are unchanged (with
+  `rehash=True` the file is also hashed and reused only if its sha256 matches). Rows
+  that were `unreadable` are always looked at again. While scanning, the manifest is
+  rewritten atomically every `checkpoint_every` files or `checkpoint_seconds`, so a
+  killed scan resumes where it stopped.
+- Files gone since the last scan keep their row (and their sample_id, so later stages'
+  columns stay attached) with status `unreadable` and error "missing since last scan
+  (was <status>)"; if the file comes back it is scanned again.
+- Other stages' columns survive a rescan for every row whose sample_id is unchanged
+  (same content at the same path); extra rows added by `detect` (crop_index > 0) are
+  kept while their file is unchanged and dropped (with a log line) when it changed.
+- An empty folder (no entries at all) is an error, unless an earlier manifest exists:
+  it is almost always a wrong path.
+- When the manifest's folder lies inside the scanned folder, the manifest's own
+  outputs are not scanned: the whole manifest folder if it is a subfolder of the root,
+  else the manifest file, its temporary files and its `cache/` folder. They are
+  listed in the write's parameters (`excluded`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from manifests import read_manifest, sample_id, write_manifest
+from manifests.errors import UserError
+from manifests.io import Manifest
+from manifests.paths import CACHE_DIRNAME
+from manifests.schema import core
+
+from .pool import Checkpoint, map_chunks, resolve_workers
+from .probe import content_digest, probe_many
+from .walk import Entry, walk_files
+
+log = logging.getLogger(__name__)
+
+CORE_COLUMNS = [f.name for f in core.FIELDS]
+_PANDAS_DTYPES = {"string": "string", "int32": "Int32", "int64": "Int64", "bool": "boolean"}
+MISSING = "missing since last scan"
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Options of `curate scan` (the CLI's defaults come from here)."""
+
+    max_pixels: int = 89_478_485      # declared width*height above this -> too_large (Pillow's default)
+    rehash: bool = False              # on a rescan, hash unchanged (size+mtime) files and compare sha256
+    checkpoint_every: int = 500       # rewrite the manifest after this many files ...
+    checkpoint_seconds: float = 60.0  # ... or this many seconds, whichever comes first
+    chunk_size: int = 16              # files per task sent to a worker process
+
+    def check(self) -> None:
+        if self.max_pixels < 1:
+            raise UserError(f"--max-pixels must be at least 1 (got {self.max_pixels})")
+        if self.checkpoint_every < 1:
+            raise UserError(f"--checkpoint-every must be at least 1 (got {self.checkpoint_every})")
+        if self.chunk_size < 1:
+            raise UserError(f"chunk_size must be at least 1 (got {self.chunk_size})")
+
+
+def _clean(v):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v
+
+
+def core_frame(rows: list[dict]) -> pd.DataFrame:
+    """The scan columns of `rows` with the manifest's pandas dtypes."""
+    df = pd.DataFrame([{c: _clean(r.get(c)) for c in CORE_COLUMNS} for r in rows], columns=CORE_COLUMNS)
+    for f in core.FIELDS:
+        df[f.name] = df[f.name].astype(_PANDAS_DTYPES[str(f.type)])
+    return df
+
+
+def _exclusions(root: Path, manifest_path: Path) -> tuple[callable, list[str]]:
+    folder = manifest_path.parent
+    name = manifest_path.name
+    if folder != root and root in folder.parents:
+        excluded = [str(folder)]
+
+        def exclude(p: str) -> bool:
+            return p == str(folder)
+    elif folder == root:
+        cache = str(folder / CACHE_DIRNAME)
+        excluded = [str(manifest_path), str(folder / f".{name}.*.tmp"), cache]
+
+        def exclude(p: str) -> bool:
+            base = os.path.basename(p)
+            return (p == str(manifest_path) or p == cache
+                    or (os.path.dirname(p) == str(folder) and base.startswith(f".{name}.")
+                        and base.endswith(".tmp")))
+    else:
+        return (lambda p: False), []
+    return exclude, excluded
+
+
+def _remove_stale_temps(manifest_path: Path) -> None:
+    """Temporary files left by a write that was killed (they never replaced the manifest)."""
+    for tmp in manifest_path.parent.glob(f".{manifest_path.name}.*.tmp"):
+        log.info("removing %s, left by an interrupted write", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _load_previous(manifest_path: Path, root: Path) -> Manifest | None:
+    if manifest_path.is_dir():
+        raise UserError(f"-o {manifest_path} is a folder; give a file name such as "
+                        f"{manifest_path / 'manifest.parquet'}")
+    if not manifest_path.exists():
+        return None
+    m = read_manifest(manifest_path)
+    if m.root and Path(m.root) != root:
+        raise UserError(f"{manifest_path} lists files of {m.root}, not {root}; "
+                        "use another -o for another folder")
+    return m
+
+
+def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
+                opts: ScanOptions = ScanOptions(), *, workers: int | None = None,
+                progress: bool = True) -> Manifest:
+    """Scan `root` recursively into `manifest_path` (created, or updated in place); return it."""
+    opts.check()
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"folder to scan not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"not a folder: {root} (curate scan takes a folder of images)")
+    root = root.resolve()
+    manifest_path = Path(os.path.abspath(manifest_path))
+    workers = resolve_workers(workers)
+    previous = _load_previous(manifest_path, root)
+    _remove_stale_temps(manifest_path)
+    exclude, excluded = _exclusions(root, manifest_path)
+
+    try:
+        entries: list[Entry] = list(walk_files(root, exclude=exclude))
+    except OSError as exc:
+        raise UserError(f"cannot list {root}: {exc.strerror or exc}") from exc
+    if not entries and previous is None:
+        raise UserError(f"no files found under {root}")
+
+    old = previous.df if previous is not None else core_frame([])
+    old_base = old[old["crop_index"] == 0]
+    old_rows = {r["path"]: {k: _clean(v) for k, v in r.items()}
+                for r in old_base[CORE_COLUMNS].to_dict("records")}
+    old_crops = old[old["crop_index"] != 0]
+
+    done: dict[str, dict] = {}      # path -> current scan row
+    todo: list[tuple[str, str | None, str | None]] = []
+    for e in entries:
+        prev = old_rows.get(e.relpath)
+        if e.problem is None and prev is not None and prev["status"] != "unreadable":
+            try:
+                st = os.stat(root / e.relpath)
+            except OSError:
+                st = None
+            if st is not None and st.st_size == prev["size_bytes"] and st.st_mtime_ns == prev["mtime_ns"]:
+                if not opts.rehash:
+                    done[e.relpath] = prev
+                    continue
+                todo.append((e.relpath, None, prev["sha256"]))
+                continue
+        todo.append((e.relpath, e.problem, None))
+    stats = {"reused": len(done)}   # rows kept as they were (unchanged files)
+    seen = {e.relpath for e in entries}
+    missing = {p: r for p, r in old_rows.items() if p not in seen}
+    for p, r in missing.items():
+        if not (r["status"] == "unreadable" and (r["error"] or "").startswith(MISSING)):
+            r = {**r, "status": "unreadable", "error": f"{MISSING} (was {r['status']})"}
+        done[p] = r
+
+    params = {"root": str(root), **asdict(opts), "workers": workers, "excluded": excluded,
+              "files": len(entries)}
+    base_history = list(previous.history) if previous is not None else []
+    input_path = manifest_path if previous is not None else None
+
+    def write(complete: bool) -> None:
+        rows = [done.get(p) or old_rows[p] for p in sorted(set(done) | (seen & set(old_rows)))]
+        df = core_frame(rows)
+        keep_paths = {p for p, r in done.items()
+                      if p in old_rows and r.get("sample_id") == old_rows[p]["sample_id"]}
+        keep_paths |= {p for p in seen & set(old_rows) if p not in done}
+        crops = old_crops[old_crops["path"].isin(keep_paths)]
+        if complete and len(crops) < len(old_crops):
+            log.warning("dropping %d detect crop row(s) of files whose content changed; "
+                        "run detect again", len(old_crops) - len(crops))
+        if len(crops):
+            crops_core = core_frame(crops[CORE_COLUMNS].to_dict("records"))
+            status = df.set_index("path")["status"]
+            crops_core["status"] = crops_core["path"].map(status).astype("string")
+            df = pd.concat([df, crops_core], ignore_index=True)
+        extra = [c for c in old.columns if c not in CORE_COLUMNS]
+        if extra:
+            df = df.join(old.set_index("sample_id")[extra], on="sample_id")
+        df = df.sort_values(["path", "crop_index"], kind="stable").reset_index(drop=True)
+        m = Manifest(df=df, root=str(root), history=list(base_history))
+        write_manifest(m, manifest_path, stage="scan", input_path=input_path, root=str(root),
+                       params={**params, "complete": complete, "rows": len(df),
+                               "reused": stats["reused"],
+                               "scanned": len(done) - stats["reused"] - len(missing)})
+
+    fn = partial(probe_many, root=str(root), max_pixels=opts.max_pixels)
+    ckpt = Checkpoint(opts.checkpoint_every, opts.checkpoint_seconds)
+    try:
+        for results in map_chunks(fn, todo, workers=workers, chunk_size=opts.chunk_size,
+                                  progress=progress, desc="scan"):
+            for r in results:
+                if r.get("unchanged"):
+                    r = {**old_rows[r["path"]], "mtime_ns": r["mtime_ns"]}
+                    stats["reused"] += 1
+                else:
+                    r["sample_id"] = sample_id(content_digest(r), r["path"], 0)
+                done[r["path"]] = r
+            if ckpt.add(len(results)):
+                write(complete=False)
+    except KeyboardInterrupt:
+        write(complete=False)  # keep what was done; the next run resumes from here
+        raise
+    write(complete=True)
+    counts = Counter(r["status"] for r in done.values())
+    log.info("scanned %s: %d file(s), %d unchanged, %d gone; %s", root, len(entries), stats["reused"],
+             len(missing), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return read_manifest(manifest_path)
