@@ -1,0 +1,574 @@
+"""preprocess: square geometry, the pack and its manifest columns, staleness, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from manifests import file_sha256, read_manifest, sample_id, write_manifest
+from manifests.errors import UserError
+from preprocess.pack import (PREP_STATUSES, PackError, PrepOptions, ensure_pack, load_pack,
+                             preprocess_manifest)
+from preprocess.packfile import sidecar_path
+from preprocess.square import (FILLS, MODES, crop_geometry, magnification, pad_geometry, square_image,
+                               to_rgb)
+
+BG, FG = (200, 200, 200), (10, 10, 10)
+LANCZOS = Image.Resampling.LANCZOS
+
+
+# --------------------------------------------------------------------------- helpers
+
+def bike(w=200, h=100, bg=BG, fg=FG) -> Image.Image:
+    """A bike-like shape: a wide dark ellipse (aspect 3.6 on 200x100) on a plain background."""
+    img = Image.new("RGB", (w, h), bg)
+    ImageDraw.Draw(img).ellipse((0.05 * w, 0.25 * h, 0.95 * w, 0.75 * h), fill=fg)
+    return img
+
+
+def dark_bbox(a: np.ndarray, thr: int = 105) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) inclusive of the pixels darker than `thr` in every channel."""
+    ys, xs = np.nonzero((a < thr).all(axis=2))
+    return xs.min(), ys.min(), xs.max(), ys.max()
+
+
+def aspect(a: np.ndarray, thr: int = 105) -> float:
+    x0, y0, x1, y1 = dark_bbox(a, thr)
+    return (x1 - x0 + 1) / (y1 - y0 + 1)
+
+
+def colour(k: int) -> tuple[int, int, int]:
+    return (30 + 23 * k % 200, 220 - 17 * k % 180, 40 + 29 * k % 190)
+
+
+def build_manifest(tmp: Path, n: int = 6, *, extra: dict | None = None, keep: list | None = None,
+                   specs: list[dict] | None = None) -> Path:
+    """A scan-like manifest over generated photos in tmp/photos, written to tmp/work/m.parquet.
+
+    Each photo k is a 200x100 bike on a background of colour(k). `specs` adds
+    rows: {"name", "image" (PIL or bytes), plus any columns}.
+    """
+    photos, work = tmp / "photos", tmp / "work"
+    photos.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    items = [{"name": f"bike_{k:02d}.jpg", "image": bike(bg=colour(k))} for k in range(n)]
+    items += specs or []
+    rows = []
+    for it in items:
+        p = photos / it["name"]
+        img = it["image"]
+        if isinstance(img, bytes):
+            p.write_bytes(img)
+        elif not p.exists():
+            img.save(p, quality=95) if p.suffix == ".jpg" else img.save(p)
+        sha = file_sha256(p)
+        row = {"sample_id": sample_id(sha, it["name"], it.get("crop_index", 0)), "path": it["name"],
+               "crop_index": it.get("crop_index", 0), "status": "ok", "sha256": sha}
+        row.update({k: v for k, v in it.items() if k not in ("name", "image", "crop_index")})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col, vals in (extra or {}).items():
+        df[col] = vals
+    if keep is not None:
+        df["keep"] = pd.array(keep, dtype="boolean")
+    path = work / "m.parquet"
+    write_manifest(df, path, stage="scan", root=str(photos.resolve()))
+    return path
+
+
+def derived(work: Path, name: str, img: Image.Image) -> str:
+    """Save a derived image (a crop, a repaired copy) in the work cache; its manifest-relative path."""
+    p = work / "cache" / "derived" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    img.save(p)
+    return p.relative_to(work).as_posix()
+
+
+def reference_pad(path: Path, size: int) -> np.ndarray:
+    """Pad-black computed independently of preprocess.square: PIL resize, then paste on black.
+
+    (Pillow's reducing_gap=3 two-step shrink, as documented for the pack.)"""
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    s = size / max(w, h)
+    nw, nh = int(w * s + 0.5), int(h * s + 0.5)   # rounded half up
+    canvas = Image.new("RGB", (size, size), (0, 0, 0))
+    canvas.paste(img.resize((nw, nh), LANCZOS, reducing_gap=3.0), ((size - nw) // 2, (size - nh) // 2))
+    return np.asarray(canvas)
+
+
+def mtime(p: Path) -> int:
+    return os.stat(p).st_mtime_ns
+
+
+# --------------------------------------------------------------------------- geometry
+
+def test_pad_and_crop_geometry_values():
+    assert pad_geometry(200, 100, 64) == (64, 32, 0, 16)
+    assert pad_geometry(100, 200, 64) == (32, 64, 16, 0)
+    assert pad_geometry(101, 50, 64) == (64, 32, 0, 16)    # 31.68 rounds to 32
+    assert pad_geometry(64, 64, 64) == (64, 64, 0, 0)
+    assert pad_geometry(1000, 3, 64) == (64, 1, 0, 31)     # never 0 pixels
+    assert pad_geometry(30, 17, 128) == (128, 73, 0, 27)   # 72.53 -> 73, odd leftover at the bottom
+    assert crop_geometry(200, 100) == (50, 0, 150, 100)
+    assert crop_geometry(99, 200) == (0, 50, 99, 149)
+    assert magnification(200, 100, 128, "pad") == pytest.approx(0.64)
+    assert magnification(200, 100, 128, "resize") == pytest.approx(1.28)
+    assert magnification(200, 100, 128, "crop") == pytest.approx(1.28)
+    with pytest.raises(ValueError):
+        pad_geometry(0, 10, 64)
+
+
+def test_pad_keeps_the_bikes_aspect_ratio():
+    src = np.asarray(bike())
+    assert aspect(src) == pytest.approx(3.6, abs=0.1)
+    out = square_image(bike(), 64, "pad")
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert aspect(out[16:48]) == pytest.approx(aspect(src), rel=0.07)  # inside the bands
+    assert (out[:16] == 0).all() and (out[48:] == 0).all()            # black bands, 16 rows each
+    assert out[16].mean() > 150 and out[47].mean() > 150               # the photo's own top and bottom rows
+    tall = square_image(bike(100, 200), 64, "pad")                      # portrait: bands left and right
+    assert (tall[:, :16] == 0).all() and (tall[:, 48:] == 0).all()
+    assert aspect(tall[:, 16:48]) == pytest.approx(aspect(np.asarray(bike(100, 200))), rel=0.07)
+    white = square_image(bike(), 64, "pad", fill="white")               # and with a light border
+    assert aspect(white) == pytest.approx(aspect(src), rel=0.07)
+
+
+def test_resize_stretches_and_crop_takes_the_centre():
+    stretched = square_image(bike(), 64, "resize")
+    assert aspect(stretched) == pytest.approx(aspect(np.asarray(bike())) / 2, rel=0.07)  # 57.6 x 32
+    assert stretched[0].mean() > 150 and stretched[-1].mean() > 150     # no bands: the photo's edges
+    cropped = square_image(bike(), 64, "crop")
+    x0, y0, x1, y1 = dark_bbox(cropped)
+    assert (x0, x1) == (0, 63)                                          # the ellipse runs off both sides
+    assert y1 - y0 + 1 == pytest.approx(32, abs=1.5)                    # its full height, x0.64
+    # the crop is the centre: a left-half marker disappears, a centre marker stays
+    img = Image.new("RGB", (200, 100), BG)
+    ImageDraw.Draw(img).rectangle((0, 0, 30, 99), fill=(255, 0, 0))
+    ImageDraw.Draw(img).rectangle((95, 45, 105, 55), fill=(0, 0, 255))
+    c = square_image(img, 50, "crop")
+    assert not ((c[..., 0] > 200) & (c[..., 1] < 60)).any()              # red strip at x<=30 is cut
+    assert ((c[..., 2] > 150) & (c[..., 0] < 100))[20:30, 20:30].any()   # blue square at the centre
+
+
+def test_pad_fills():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (50, 100, 3), dtype=np.uint8))
+    outs = {f: square_image(img, 64, "pad", fill=f) for f in FILLS}
+    top, bottom = 16, 48                                                # 64x32 content
+    assert (outs["black"][:top] == 0).all() and (outs["black"][bottom:] == 0).all()
+    assert (outs["white"][:top] == 255).all() and (outs["white"][bottom:] == 255).all()
+    edge = outs["edge"]
+    assert (edge[:top] == edge[top]).all() and (edge[bottom:] == edge[bottom - 1]).all()
+    refl = outs["reflect"]
+    for d in range(1, 8):
+        assert (refl[top - d] == refl[top + d]).all()
+        assert (refl[bottom - 1 + d] == refl[bottom - 1 - d]).all()
+    middle = {f: o[top:bottom] for f, o in outs.items()}               # same picture whatever the fill
+    assert all((m == middle["black"]).all() for m in middle.values())
+    with pytest.raises(ValueError):
+        square_image(img, 64, "pad", fill="green")
+
+
+def test_downscale_is_antialiased():
+    # 1-pixel black/white stripes average to grey; a nearest-neighbour scaler would keep stripes
+    a = np.zeros((256, 256, 3), np.uint8)
+    a[:, ::2] = 255
+    out = square_image(Image.fromarray(a), 32, "resize")
+    assert out.std() < 8 and abs(out.mean() - 127.5) < 8
+
+
+def test_to_rgb_handles_greyscale_alpha_and_exif(tmp_path):
+    grey = to_rgb(Image.new("L", (10, 5), 77))
+    assert grey.mode == "RGB" and np.asarray(grey)[0, 0].tolist() == [77, 77, 77]
+    transparent = to_rgb(Image.new("RGBA", (4, 4), (0, 0, 0, 0)))
+    assert np.asarray(transparent)[0, 0].tolist() == [255, 255, 255]
+    p = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                    # rotate 90 on display
+    Image.new("RGB", (200, 100), BG).save(p, exif=exif)
+    with Image.open(p) as im:
+        assert to_rgb(im).size == (100, 200)
+    sixteen = Image.fromarray(np.full((4, 4), 65535, np.uint16))
+    assert np.asarray(to_rgb(sixteen))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_options_are_validated():
+    assert PrepOptions().mode == "pad" and PrepOptions().fill == "black" and PrepOptions().size == 128
+    for bad in ({"size": 4}, {"size": 5000}, {"mode": "zoom"}, {"fill": "green"}, {"max_upscale": 0.5},
+                {"resample": "nearest"}, {"workers": 0}):
+        with pytest.raises(UserError):
+            PrepOptions(**bad)
+    assert set(MODES) == {"pad", "resize", "crop"}
+    from manifests.schema.preprocess import PREP_STATUSES as declared
+
+    assert tuple(declared) == PREP_STATUSES
+
+
+# --------------------------------------------------------------------------- pack and manifest
+
+def test_pack_rows_hold_their_samples_pixels(tmp_path):
+    work = tmp_path / "work"
+    crop = derived(work, "crop.png", bike(80, 60, bg=(255, 0, 0)))
+    repaired = derived(work, "repaired.png", bike(200, 100, bg=(0, 0, 255)))
+    mp = build_manifest(tmp_path, 6, specs=[
+        {"name": "with_crop.jpg", "image": bike(bg=(0, 255, 0)), "crop_path": crop},
+        {"name": "with_repair.jpg", "image": bike(bg=(0, 255, 0)), "repaired_path": repaired},
+        {"name": "tiny.png", "image": bike(10, 5)},
+        {"name": "rejected.jpg", "image": bike(bg=(0, 255, 0))},
+        {"name": "missing_crop.jpg", "image": bike(bg=(0, 255, 0)), "crop_path": "cache/derived/gone.png"},
+    ], keep=[True] * 6 + [True, True, True, False, True])
+    info = preprocess_manifest(mp, PrepOptions(size=32), progress=False)
+    assert info.rebuilt and info.npy_path == (work / "pack" / "pad-black-32.npy").resolve()
+    assert info.counts == {"packed": 8, "too_small": 1, "error": 1, "skipped": 1}
+    arr, ids = load_pack(info.npy_path)
+    assert arr.shape == (8, 32, 32, 3) and arr.dtype == np.uint8 and info.n == 8
+
+    m = read_manifest(mp)
+    df = m.df.set_index("path")
+    packed = df[df["prep_status"] == "packed"]
+    assert len(packed) == 8 and sorted(packed["pack_index"].tolist()) == list(range(8))
+    for path, row in packed.iterrows():
+        i = int(row["pack_index"])
+        assert ids[i] == row["sample_id"]
+        if pd.notna(row.get("crop_path")):
+            src = work / row["crop_path"]
+        elif pd.notna(row.get("repaired_path")):
+            src = work / row["repaired_path"]
+        else:
+            src = tmp_path / "photos" / path
+        assert np.array_equal(arr[i], reference_pad(src, 32)), path
+    # the colour proves which file was used: the crop (red) and repaired copy (blue), not the green photo
+    row_of = {p: int(df.loc[p, "pack_index"]) for p in ("with_crop.jpg", "with_repair.jpg")}
+    assert arr[row_of["with_crop.jpg"]][5, 1].tolist() == pytest.approx([255, 0, 0], abs=3)
+    assert arr[row_of["with_repair.jpg"]][9, 1].tolist() == pytest.approx([0, 0, 255], abs=3)
+    k3 = int(df.loc["bike_03.jpg", "pack_index"])
+    assert arr[k3][9, 1].tolist() == pytest.approx(list(colour(3)), abs=4)
+
+    assert df.loc["tiny.png", "prep_status"] == "too_small" and pd.isna(df.loc["tiny.png", "pack_index"])
+    assert "max_upscale" in df.loc["tiny.png", "prep_reason"]
+    assert df.loc["tiny.png", "prep_scale"] == pytest.approx(3.2)
+    assert df.loc["rejected.jpg", "prep_status"] == "skipped"
+    assert df.loc["rejected.jpg", "prep_reason"] == "keep is not true"    # no reject_reason column here
+    assert df.loc["missing_crop.jpg", "prep_status"] == "error"
+    assert "gone.png" in df.loc["missing_crop.jpg", "prep_reason"]
+    params = m.stage_params("preprocess")
+    assert params["pack"] == "pack/pad-black-32.npy" and params["fingerprint"] == info.fingerprint
+    assert params["size"] == 32 and params["mode"] == "pad" and params["fill"] == "black"
+    assert json.loads(info.ids_path.read_text())["ids"] == ids
+
+
+def test_selection_without_keep_column(tmp_path):
+    mp = build_manifest(tmp_path, 3, specs=[
+        {"name": "broken.jpg", "image": b"\xff\xd8 not really a jpeg", "status": "corrupt"},
+        {"name": "nobike.jpg", "image": bike(bg=(0, 0, 0))},
+    ], extra={"detect_status": ["ok", "ok", "ok", "not_decodable", "no_motorbike"]})
+    info = preprocess_manifest(mp, PrepOptions(size=16), progress=False)
+    df = read_manifest(mp).df.set_index("path")
+    assert info.n == 3
+    assert df.loc["broken.jpg", "prep_status"] == "skipped"
+    assert df.loc["broken.jpg", "prep_reason"] == "status corrupt"
+    assert df.loc["nobike.jpg", "prep_reason"] == "detect_status no_motorbike"
+    assert df["pack_index"].isna().sum() == 2
+
+
+def test_too_small_is_upscaled_only_up_to_the_limit(tmp_path):
+    mp = build_manifest(tmp_path, 1, specs=[{"name": "small.png", "image": bike(40, 20)},     # needs 1.6x
+                                            {"name": "tiny.png", "image": bike(20, 10)}])     # needs 3.2x
+    info = preprocess_manifest(mp, PrepOptions(size=64), progress=False)
+    df = read_manifest(mp).df.set_index("path")
+    assert info.n == 2 and df.loc["small.png", "prep_status"] == "packed"
+    assert df.loc["tiny.png", "prep_status"] == "too_small"
+    assert df.loc["tiny.png", "prep_scale"] == pytest.approx(3.2)
+    arr, _ = load_pack(info.npy_path)
+    upscaled = arr[int(df.loc["small.png", "pack_index"])][16:48]       # 40x20 -> 64x32
+    assert aspect(upscaled) == pytest.approx(aspect(np.asarray(bike(40, 20))), rel=0.1)
+    info = preprocess_manifest(mp, PrepOptions(size=64, max_upscale=4), progress=False)
+    df = read_manifest(mp).df.set_index("path")
+    assert info.n == 3 and df.loc["tiny.png", "prep_status"] == "packed"
+    one = build_manifest(tmp_path / "only", 0, specs=[{"name": "tiny.png", "image": bike(20, 10)}])
+    with pytest.raises(UserError, match="none of 1 selected"):
+        preprocess_manifest(one, PrepOptions(size=64), progress=False)
+    assert read_manifest(one).df["prep_status"].tolist() == ["too_small"]
+    assert not (one.parent / "pack" / "pad-black-64.npy").exists()
+    assert not list((one.parent / "pack").glob(".*.tmp"))
+
+
+def test_nothing_selected_is_a_user_error(tmp_path):
+    mp = build_manifest(tmp_path, 2, keep=[False, None])
+    with pytest.raises(UserError, match="no rows to pack"):
+        preprocess_manifest(mp, progress=False)
+
+
+def test_pack_is_byte_identical_across_runs_and_worker_counts(tmp_path):
+    # 36 samples so that workers=2 really runs a process pool
+    rng = np.random.default_rng(1)
+    specs = [{"name": f"noise_{k:02d}.png",
+              "image": Image.fromarray(rng.integers(0, 256, (37 + k, 90 - k, 3), dtype=np.uint8))}
+             for k in range(30)]
+    specs.append({"name": "tiny.png", "image": bike(8, 4)})          # too small: the pack is trimmed
+    mp = build_manifest(tmp_path, 6, specs=specs)
+    a = preprocess_manifest(mp, PrepOptions(size=24, workers=1), tmp_path / "a", progress=False)
+    b = preprocess_manifest(mp, PrepOptions(size=24, workers=2), tmp_path / "b", progress=False)
+    assert a.n == b.n == 36 and a.fingerprint == b.fingerprint
+    assert a.npy_path.read_bytes() == b.npy_path.read_bytes()
+    assert json.loads(a.ids_path.read_text())["ids"] == json.loads(b.ids_path.read_text())["ids"]
+    first = a.npy_path.read_bytes()
+    again = preprocess_manifest(mp, PrepOptions(size=24, workers=2), tmp_path / "a", progress=False)
+    assert again.npy_path.read_bytes() == first
+    with pytest.MonkeyPatch.context() as mpatch:                         # workers started by spawn
+        mpatch.setenv("MOTOCURATE_START_METHOD", "spawn")
+        spawned = preprocess_manifest(mp, PrepOptions(size=24, workers=2), tmp_path / "c", progress=False)
+    assert spawned.npy_path.read_bytes() == first
+    # the trimmed file is exactly what numpy itself writes for that array
+    arr, _ = load_pack(a.npy_path, mmap=False)
+    np.save(tmp_path / "ref.npy", arr)
+    assert (tmp_path / "ref.npy").read_bytes() == first
+    assert not list((tmp_path / "a").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("header_grows", [False, True])
+def test_pack_writer_trims_to_what_numpy_writes(tmp_path, monkeypatch, header_grows):
+    from preprocess import packfile
+
+    if header_grows:  # force the copy path taken when the shorter shape changes the header length
+        real = packfile._header
+        monkeypatch.setattr(packfile, "_header", lambda shape: real(shape) + b" " * 64 * (shape[0] == 5))
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    with packfile.PackWriter(tmp_path / "p.npy", capacity=5, size=8) as w:
+        for im in imgs:
+            w.append(im)
+        w.commit({"ids": ["a", "b", "c"]})
+    np.save(tmp_path / "ref.npy", imgs)
+    assert (tmp_path / "p.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    assert load_pack(tmp_path / "p.npy")[1] == ["a", "b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "p.npy", "ref.npy"]
+
+
+def test_ensure_pack_rebuilds_only_when_stale(tmp_path):
+    mp = build_manifest(tmp_path, 5)
+    opts = PrepOptions(size=16)
+    first = ensure_pack(mp, opts, progress=False)
+    assert first.rebuilt and first.n == 5
+    t_npy, t_man = mtime(first.npy_path), mtime(mp)
+
+    second = ensure_pack(mp, opts, progress=False)
+    assert not second.rebuilt and second.fingerprint == first.fingerprint
+    assert mtime(first.npy_path) == t_npy and mtime(mp) == t_man      # nothing rewritten
+    assert not ensure_pack(mp, PrepOptions(size=16, workers=2), progress=False).rebuilt
+
+    # a parameter that changes pixels: rebuilt in place
+    up = ensure_pack(mp, PrepOptions(size=16, max_upscale=3), progress=False)
+    assert up.rebuilt and up.npy_path == first.npy_path and up.fingerprint != first.fingerprint
+    # fill matters only for pad
+    r1 = ensure_pack(mp, PrepOptions(size=16, mode="resize", fill="black"), progress=False)
+    r2 = ensure_pack(mp, PrepOptions(size=16, mode="resize", fill="white"), progress=False)
+    assert r1.rebuilt and not r2.rebuilt and r1.fingerprint == r2.fingerprint
+
+    # an input that changes: one sample is no longer kept
+    base = ensure_pack(mp, opts, progress=False)
+    m = read_manifest(mp)
+    m.df["keep"] = pd.array([True, True, False, True, True], dtype="boolean")
+    write_manifest(m, mp, stage="filter")
+    fewer = ensure_pack(mp, opts, progress=False)
+    assert fewer.rebuilt and fewer.n == 4 and fewer.fingerprint != base.fingerprint
+
+    # a new crop box for one sample (as `curate detect` with another margin would write)
+    m = read_manifest(mp)
+    m.df["crop_box"] = pd.Series([[0, 0, 100, 50]] + [None] * (len(m.df) - 1), dtype=object)
+    write_manifest(m, mp, stage="detect")
+    assert ensure_pack(mp, opts, progress=False).rebuilt
+    assert not ensure_pack(mp, opts, progress=False).rebuilt
+
+    # an image file rewritten under the same path
+    bike(bg=(1, 2, 3)).save(tmp_path / "photos" / "bike_00.jpg")
+    assert ensure_pack(mp, opts, progress=False).rebuilt
+    assert not ensure_pack(mp, opts, progress=False).rebuilt
+
+    # a pack replaced behind our back is not trusted
+    info = ensure_pack(mp, opts, progress=False)
+    arr, _ = load_pack(info.npy_path, mmap=False)
+    np.save(info.npy_path, np.zeros_like(arr))
+    healed = ensure_pack(mp, opts, progress=False)
+    assert healed.rebuilt and np.array_equal(load_pack(healed.npy_path)[0], arr)
+
+
+def test_ensure_pack_restores_columns_without_rebuilding(tmp_path):
+    mp = build_manifest(tmp_path, 4, specs=[{"name": "tiny.png", "image": bike(10, 5)}])
+    info = ensure_pack(mp, PrepOptions(size=32), progress=False)
+    t_npy = mtime(info.npy_path)
+    m = read_manifest(mp)
+    expected = m.df[["sample_id", "pack_index", "prep_status"]].copy()
+    m.df = m.df.drop(columns=["pack_index", "prep_status", "prep_reason", "prep_scale"])
+    write_manifest(m, mp, stage="filter")                              # e.g. a later stage rewrote it
+    again = ensure_pack(mp, PrepOptions(size=32), progress=False)
+    assert not again.rebuilt and mtime(info.npy_path) == t_npy
+    after = read_manifest(mp).df[["sample_id", "pack_index", "prep_status"]]
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_concurrent_ensure_pack_builds_once(tmp_path):
+    mp = build_manifest(tmp_path, 4)
+    code = ("import sys\n"
+            "from preprocess.pack import PrepOptions, ensure_pack, load_pack\n"
+            "info = ensure_pack(sys.argv[1], PrepOptions(size=16, workers=1), progress=False)\n"
+            "arr, ids = load_pack(info.npy_path)\n"
+            "print(info.rebuilt, len(ids), int(arr.sum()))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(mp)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    results = sorted(o[0].split() for o in outs)
+    assert [r[0] for r in results] == ["False", "True"]                # one built, the other waited
+    assert results[0][1:] == results[1][1:] and results[0][1] == "4"
+    history = [r["stage"] for r in read_manifest(mp).history]
+    assert history.count("preprocess") == 1
+
+
+def test_png_copies_follow_the_pack(tmp_path):
+    mp = build_manifest(tmp_path, 4)
+    info = ensure_pack(mp, PrepOptions(size=16), progress=False)
+    assert info.png_dir is None
+    t_npy = mtime(info.npy_path)
+    withpng = ensure_pack(mp, PrepOptions(size=16, png=True), progress=False)
+    assert not withpng.rebuilt and mtime(info.npy_path) == t_npy       # PNGs come from the pack
+    arr, ids = load_pack(withpng.npy_path)
+    files = sorted(withpng.png_dir.glob("*.png"))
+    assert len(files) == 4
+    for i, sid in enumerate(ids):
+        assert np.array_equal(np.asarray(Image.open(withpng.png_dir / f"{sid}.png")), arr[i])
+    m = read_manifest(mp)
+    m.df["keep"] = pd.array([True, False, True, True], dtype="boolean")
+    write_manifest(m, mp, stage="filter")
+    fewer = ensure_pack(mp, PrepOptions(size=16, png=True), progress=False)
+    assert fewer.rebuilt and len(list(fewer.png_dir.glob("*.png"))) == 3   # the dropped sample's PNG went
+    arr, ids = load_pack(fewer.npy_path)
+    assert all(np.array_equal(np.asarray(Image.open(fewer.png_dir / f"{sid}.png")), arr[i])
+               for i, sid in enumerate(ids))
+    (fewer.png_dir / "notes.txt").write_text("mine")                       # not ours: left alone
+    m.df["keep"] = pd.array([True, True, True, True], dtype="boolean")
+    write_manifest(m, mp, stage="filter")
+    nopng = ensure_pack(mp, PrepOptions(size=16), progress=False)          # rebuilt without PNGs
+    assert nopng.rebuilt and nopng.png_dir is None
+    assert [p.name for p in fewer.png_dir.iterdir()] == ["notes.txt"]      # stale PNGs removed
+
+
+def test_load_pack_checks_and_needs_no_pyarrow(tmp_path):
+    mp = build_manifest(tmp_path, 3)
+    info = preprocess_manifest(mp, PrepOptions(size=16), progress=False)
+    arr, ids = load_pack(info.npy_path)
+    assert isinstance(arr, np.memmap) and len(ids) == 3
+    copy, _ = load_pack(info.npy_path, mmap=False)
+    assert not isinstance(copy, np.memmap) and np.array_equal(copy, arr)
+    code = (
+        "import sys\n"
+        "for name in ('pyarrow', 'pandas', 'manifests'):\n"
+        "    sys.modules[name] = None  # importing them now fails\n"
+        "from preprocess.pack import load_pack, PrepOptions\n"
+        f"arr, ids = load_pack({str(info.npy_path)!r})\n"
+        "print(arr.shape, len(ids), PrepOptions().size)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(3, 16, 16, 3) 3 128"
+    side = sidecar_path(info.npy_path)
+    meta = json.loads(side.read_text())
+    side.write_text(json.dumps({**meta, "ids": meta["ids"][:2]}))
+    with pytest.raises(PackError, match="3 images but 2 sample_ids"):
+        load_pack(info.npy_path)
+    side.unlink()
+    with pytest.raises(PackError, match="sidecar not found"):
+        load_pack(info.npy_path)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def run_cli(args, capsys):
+    from preprocess.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_builds_then_reports_up_to_date(tmp_path, capsys):
+    mp = build_manifest(tmp_path, 3)
+    code, out, _ = run_cli(["--manifest", str(mp), "--size", "16", "--mode", "crop", "--png"], capsys)
+    assert code == 0 and "pack built: 3 images 16x16" in out
+    assert (tmp_path / "work" / "pack" / "crop-16.npy").exists()
+    assert len(list((tmp_path / "work" / "pack" / "crop-16-png").glob("*.png"))) == 3
+    code, out, _ = run_cli(["--manifest", str(mp), "--size", "16", "--mode", "crop"], capsys)
+    assert code == 0 and "up to date" in out
+    code, out, _ = run_cli(["--manifest", str(mp), "--size", "16", "--mode", "crop", "--force",
+                            "-o", str(tmp_path / "elsewhere")], capsys)
+    assert code == 0 and "pack built" in out and (tmp_path / "elsewhere" / "crop-16.npy").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--manifest", "{tmp}/nope.parquet"], "nope.parquet: no such file"),
+    (["--manifest", "{tmp}/photos/bike_00.jpg"], "not a readable Parquet manifest"),
+    (["--manifest", "{mp}", "--size", "0"], "--size"),
+    (["--manifest", "{mp}", "--size", "big"], "--size"),
+    (["--manifest", "{mp}", "--mode", "zoom"], "--mode"),
+    (["--manifest", "{mp}", "--max-upscale", "0.5"], "--max-upscale"),
+    (["--size", "64"], "--manifest"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    mp = build_manifest(tmp_path, 1)
+    args = [a.format(tmp=tmp_path, mp=mp) for a in args]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("preprocess: error:")
+
+
+def test_cli_help_has_examples(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "Examples:" in out and "--max-upscale" in out
+
+
+# --------------------------------------------------------------------------- real photos
+
+@pytest.mark.slow
+def test_caltech_photos_pack(tmp_path, caltech):
+    files = sorted(caltech.glob("*.jpg"))
+    assert len(files) > 700
+    rows = []
+    for p in files:
+        sha = file_sha256(p)
+        rows.append({"sample_id": sample_id(sha, p.name), "path": p.name, "crop_index": 0,
+                     "status": "ok", "sha256": sha})
+    mp = tmp_path / "m.parquet"
+    write_manifest(pd.DataFrame(rows), mp, stage="scan", root=str(caltech.resolve()))
+    info = preprocess_manifest(mp, PrepOptions(size=128, workers=2), progress=False)
+    assert info.n == len(files) and info.counts["too_small"] == 0       # ~260x160: all shrink
+    arr, ids = load_pack(info.npy_path)
+    df = read_manifest(mp).df
+    by_id = dict(zip(df["sample_id"], df["path"]))
+    greys = []
+    for i, sid in enumerate(ids):
+        with Image.open(caltech / by_id[sid]) as im:
+            w, h = im.size
+            if im.mode == "L":
+                greys.append(i)
+        nw, nh, left, top = pad_geometry(w, h, 128)
+        a = arr[i]
+        assert (a[:top] == 0).all() and (a[top + nh:] == 0).all()
+        assert (a[:, :left] == 0).all() and (a[:, left + nw:] == 0).all()
+        if i % 100 == 0:
+            assert np.array_equal(a, reference_pad(caltech / by_id[sid], 128))
+    assert greys                                                         # 7 greyscale photos
+    for i in greys:
+        assert (arr[i][..., 0] == arr[i][..., 1]).all() and (arr[i][..., 1] == arr[i][..., 2]).all()
+    assert not ensure_pack(mp, PrepOptions(size=128, workers=2), progress=False).rebuilt
