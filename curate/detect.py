@@ -1,0 +1,452 @@
+"""`curate detect`: find the motorbikes in every photo with YOLO and crop the primary one.
+
+Images are decoded (and, for PyTorch models, letterboxed) in a thread pool
+ahead of the detector and fed to it in lists of up to `batch` arrays, one
+`predict` call per list; images with the same letterboxed shape share a list,
+so no image is padded to a square (see `stream_detections`). Every detection is kept;
+the *primary* motorbike is the `motorcycle` detection with the largest
+area x confidence. Its crop (box + margin, clamped) is written as a PNG to
+`cache/crops/` under a content address, and the fields needed to rebuild it
+byte for byte are recorded (see `curate.crop.recrop`). With `per_image="all"`
+each further motorbike whose box's shorter side is at least `min_size` px gets
+its own row (`crop_index` 1..k, ranked the same way).
+
+Resumable: rows already detected with the same `detect_key` (weights sha256 +
+the options that change results) are skipped, and the manifest is rewritten
+atomically every `checkpoint_every` images and when the run stops.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from manifests.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STAGE = "detect"
+PER_IMAGE_MODES = ("primary", "all")
+DONE_STATUSES = ("ok", "no_motorbike")   # resumed (skipped) when the key matches
+PERSON_LABELS = frozenset({"person"})
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """Options of `curate detect` (the CLI takes its defaults from here)."""
+
+    weights: str = "yolo11n.pt"      # weights file, stock ultralytics name, or model .yaml (random init)
+    device: str = "auto"             # auto (CUDA when available), cpu, cuda, cuda:N, mps
+    imgsz: int = 640                 # detector input size
+    conf: float = 0.25               # minimum detection confidence
+    batch: int = 16                  # images per predict call
+    margin: float = 0.10             # crop margin, share of the box's width/height per side
+    per_image: str = "primary"       # primary: one crop per image; all: one row per motorbike
+    min_size: int = 32               # per_image=all: extra motorbikes need a box side >= this (px)
+    workers: int | None = None       # decoding threads (default: min(4, CPUs))
+    checkpoint_every: int = 256      # rewrite the manifest after this many images
+
+    def validate(self) -> None:
+        if not 32 <= self.imgsz <= 8192:
+            raise UserError(f"--imgsz {self.imgsz}: expected 32..8192")
+        if not 0.0 < self.conf <= 1.0:
+            raise UserError(f"--conf {self.conf}: expected a value in (0, 1]")
+        if not 1 <= self.batch <= 4096:
+            raise UserError(f"--batch {self.batch}: expected 1..4096")
+        if not 0.0 <= self.margin <= 2.0:
+            raise UserError(f"--margin {self.margin}: expected 0..2")
+        if self.per_image not in PER_IMAGE_MODES:
+            raise UserError(f"--per-image {self.per_image}: expected one of {', '.join(PER_IMAGE_MODES)}")
+        if self.min_size < 0:
+            raise UserError(f"--min-size {self.min_size}: expected >= 0")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"--workers {self.workers}: expected >= 1")
+        if self.checkpoint_every < 1:
+            raise UserError(f"checkpoint_every {self.checkpoint_every}: expected >= 1")
+
+    def result_params(self) -> dict:
+        """The options that change what is recorded (part of the resume key)."""
+        return {"imgsz": self.imgsz, "conf": self.conf, "margin": self.margin,
+                "per_image": self.per_image, "min_size": self.min_size}
+
+
+def detect_key(weights_sha256: str, opts: DetectOptions) -> str:
+    from .crop import EDGE_PX, PNG_COMPRESS
+
+    blob = json.dumps({"weights": weights_sha256, **opts.result_params(), "edge_px": EDGE_PX,
+                       "png": PNG_COMPRESS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- per-image analysis
+
+def _box(d: dict) -> tuple[float, float, float, float]:
+    return d["x0"], d["y0"], d["x1"], d["y1"]
+
+
+def rank_motorbikes(dets: list[dict], motorbike_labels) -> list[dict]:
+    """Motorbike detections, best first: largest area x confidence (the first is the primary)."""
+    from .crop import box_area
+
+    bikes = [d for d in dets if d["label"] in motorbike_labels]
+    return sorted(bikes, key=lambda d: -box_area(_box(d)) * d["conf"])
+
+
+def describe_bike(bike: dict, dets: list[dict], width: int, height: int, margin: float) -> dict:
+    """The per-crop columns for one motorbike detection among all `dets` of its image."""
+    from .crop import box_area, covered_fraction, is_cut_off, margin_box
+
+    box = _box(bike)
+    persons = [_box(d) for d in dets if d is not bike and d["label"] in PERSON_LABELS]
+    others = [_box(d) for d in dets if d is not bike and d["label"] not in PERSON_LABELS]
+    return {
+        "primary_box": [float(v) for v in box],
+        "box_area_frac": box_area(box) / float(width * height),
+        "person_overlap": covered_fraction(box, persons),
+        "other_overlap": covered_fraction(box, others),
+        "cut_off": is_cut_off(box, width, height),
+        "crop_box": list(margin_box(box, margin, width, height)),
+    }
+
+
+EMPTY_CROP = {"primary_box": None, "box_area_frac": None, "person_overlap": None,
+              "other_overlap": None, "cut_off": None, "crop_box": None, "crop_path": None,
+              "crop_sha256": None}
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class _Job:
+    pos: int          # position of the base row in the manifest frame
+    sample_id: str
+    path: Path        # pixels to decode (repaired copy or original)
+    sha256: str
+    decoded_from: str  # "" for the original, else the repaired_path
+
+
+def _decode(job: _Job, det, imgsz: int):
+    """(BGR array, model input, batch key, None) or (None, None, None, error text); runs in the pool."""
+    import numpy as np
+    from PIL import Image
+
+    from .crop import decode_rgb
+
+    try:
+        rgb = decode_rgb(job.path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return None, None, None, f"{type(exc).__name__}: {exc}"
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    import cv2
+
+    try:
+        inp, key = det.prepare(bgr, imgsz)
+    except (cv2.error, ValueError) as exc:
+        return None, None, None, f"cannot prepare for the detector: {type(exc).__name__}: {exc}"
+    return bgr, inp, key, None
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn, jobs, depth: int):
+    """Yield (job, fn(job)) in order while up to `depth` calls run ahead in the pool."""
+    it = iter(jobs)
+    pending = deque()
+    for job in it:
+        pending.append((job, pool.submit(fn, job)))
+        if len(pending) >= depth:
+            break
+    while pending:
+        job, fut = pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(fn, nxt)))
+        yield job, fut.result()
+
+
+def group_batches(items, key, size: int, window: int):
+    """Group a stream into lists of at most `size` items with equal `key(item)`.
+
+    A group is yielded when full; when `window` items are waiting, the largest
+    group goes out early, so memory stays bounded whatever the mix of keys.
+    """
+    buckets: dict = {}
+    waiting = 0
+    for item in items:
+        k = key(item)
+        group = buckets.setdefault(k, [])
+        group.append(item)
+        waiting += 1
+        if len(group) >= size:
+            waiting -= len(buckets.pop(k))
+            yield group
+        elif waiting >= window:
+            k = max(buckets, key=lambda b: len(buckets[b]))
+            group = buckets.pop(k)
+            waiting -= len(group)
+            yield group
+    yield from buckets.values()
+
+
+@dataclass
+class Detected:
+    """One image through the detector: its detections, or why there are none."""
+
+    job: _Job
+    bgr: object = None            # decoded pixels (BGR), None on failure
+    dets: list | None = None
+    status: str | None = None     # None when detected; not_decodable | error otherwise
+    error: str | None = None
+
+
+def stream_detections(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int):
+    """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
+
+    Rectangular-input models get batches of images with the same letterboxed
+    shape (see `Detector.prepare`); fixed-size models get batches in file order.
+    Yields a `Detected` per job (failures as soon as they are known).
+    """
+    failures: deque[Detected] = deque()
+
+    def decoded():
+        for job, (bgr, inp, key, err) in _prefetch(pool, lambda j: _decode(j, det, imgsz), jobs,
+                                                   depth=max(batch, workers)):
+            if bgr is None:
+                failures.append(Detected(job, status="not_decodable", error=err))
+                continue
+            yield job, bgr, inp, key
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        for group in group_batches(decoded(), key=lambda t: t[3], size=batch, window=2 * batch):
+            while failures:
+                yield failures.popleft()
+            yield from _detect_group(det, group, imgsz, conf)
+        while failures:
+            yield failures.popleft()
+
+
+def _detect_group(det, group: list, imgsz: int, conf: float):
+    """One predict call for the group; if it fails, image by image so one bad image is isolated."""
+    try:
+        all_dets = det.predict([t[2] for t in group], imgsz=imgsz, conf=conf,
+                               orig_shapes=[t[1].shape[:2] for t in group])
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        if len(group) == 1:
+            yield Detected(group[0][0], bgr=group[0][1], status="error",
+                           error=f"{type(exc).__name__}: {exc}")
+            return
+        log.warning("batch of %d failed (%s); retrying image by image", len(group), exc)
+        for item in group:
+            yield from _detect_group(det, [item], imgsz, conf)
+        return
+    for (job, bgr, _, _), dets in zip(group, all_dets):
+        yield Detected(job, bgr=bgr, dets=dets)
+
+
+class _Run:
+    """Accumulates results and writes the manifest (checkpoints and the final write)."""
+
+    def __init__(self, m, manifest_path: Path, det, opts: DetectOptions, key: str):
+        self.m, self.manifest_path, self.det, self.opts, self.key = m, manifest_path, det, opts, key
+        self.results: dict[str, dict] = {}     # base sample_id -> detect columns
+        self.extras: dict[str, list[dict]] = {}  # base sample_id -> extra crop rows
+        self.common = {"detector": det.name, "weights_sha256": det.weights_sha256,
+                       "ultralytics_version": det.ultralytics_version, "detect_key": key,
+                       "crop_margin": float(opts.margin)}
+        self.pending_writes = 0
+
+    # ---- recording
+    def record_failure(self, job: _Job, status: str, error: str) -> None:
+        self.results[job.sample_id] = {**self.common, **EMPTY_CROP, "detect_status": status,
+                                       "detect_error": error, "detections": None, "n_motorbikes": None}
+        self.extras[job.sample_id] = []
+
+    def record(self, job: _Job, bgr, dets: list[dict], base_row) -> None:
+        from manifests.ids import sample_id
+
+        height, width = bgr.shape[:2]
+        bikes = rank_motorbikes(dets, self.det.motorbike_labels)
+        image_cols = {**self.common, "detections": dets, "n_motorbikes": len(bikes),
+                      "detect_error": None}
+        if not bikes:
+            self.results[job.sample_id] = {**image_cols, **EMPTY_CROP, "detect_status": "no_motorbike"}
+            self.extras[job.sample_id] = []
+            return
+        chosen = [bikes[0]]
+        if self.opts.per_image == "all":
+            chosen += [b for b in bikes[1:]
+                       if min(b["x1"] - b["x0"], b["y1"] - b["y0"]) >= self.opts.min_size]
+        rows = []
+        for bike in chosen:
+            cols = describe_bike(bike, dets, width, height, self.opts.margin)
+            cols.update(self._write_crop(job, bgr, cols["crop_box"]))
+            rows.append({**image_cols, **cols, "detect_status": "ok"})
+        self.results[job.sample_id] = rows[0]
+        extras = []
+        for k, cols in enumerate(rows[1:], start=1):
+            extra = {c: base_row[c] for c in self.file_columns}
+            extra.update(cols)
+            extra["crop_index"] = k
+            extra["sample_id"] = sample_id(job.sha256, str(base_row["path"]), k)
+            extras.append(extra)
+        self.extras[job.sample_id] = extras
+
+    def _write_crop(self, job: _Job, bgr, crop_box) -> dict:
+        from manifests.paths import cache_file, relative_to_manifest
+
+        from .crop import crop_digest, crop_png, write_atomic
+
+        data = crop_png(bgr[:, :, ::-1], crop_box)
+        target = cache_file(self.manifest_path, "crops", crop_digest(job.sha256, crop_box, job.decoded_from))
+        sha = hashlib.sha256(data).hexdigest()
+        if not (target.is_file() and target.stat().st_size == len(data)):
+            write_atomic(target, data)
+        return {"crop_path": relative_to_manifest(self.manifest_path, target), "crop_sha256": sha}
+
+    @property
+    def file_columns(self) -> list[str]:
+        """Scan and repair columns, copied onto extra crop rows."""
+        from manifests.schema import STAGE_COLUMNS
+
+        names = {f.name for st in ("scan", "repair") for f in STAGE_COLUMNS[st]}
+        return [c for c in self.m.df.columns if c in names]
+
+    # ---- writing
+    def frame(self):
+        import numpy as np
+        import pandas as pd
+
+        from manifests.schema import STAGE_COLUMNS
+
+        df = self.m.df
+        detect_cols = [f.name for f in STAGE_COLUMNS["detect"]]
+        done = set(self.results)
+        # Extra crop rows of re-detected files are replaced by the new ones.
+        if len(df) and done:
+            base_ids = df.loc[df["crop_index"] == 0].set_index("path")["sample_id"]
+            redone_paths = set(base_ids[base_ids.isin(done)].index)
+            df = df[~((df["crop_index"] > 0) & df["path"].isin(redone_paths))]
+        df = df.reset_index(drop=True)
+        arrays = {}
+        for c in detect_cols:
+            arrays[c] = (np.array(df[c].to_numpy(dtype=object), dtype=object) if c in df.columns
+                         else np.full(len(df), None, dtype=object))
+        idx = pd.Index(df["sample_id"]).get_indexer(list(self.results))
+        for i, res in zip(idx, self.results.values()):
+            for c in detect_cols:
+                arrays[c][i] = res.get(c)
+        out = df.copy()
+        for c in detect_cols:
+            out[c] = pd.Series(arrays[c], index=out.index, dtype=object)
+        extra_rows = [r for rows in self.extras.values() for r in rows]
+        if extra_rows:
+            out = pd.concat([out, pd.DataFrame(extra_rows)], ignore_index=True)
+            # Extra rows follow their file's row.
+            order = {p: i for i, p in enumerate(out.loc[out["crop_index"] == 0, "path"])}
+            out["_o"] = out["path"].map(order)
+            out = out.sort_values(["_o", "crop_index"], kind="stable").drop(columns="_o")
+        return out.reset_index(drop=True)
+
+    def write(self, params: dict):
+        from manifests.io import Manifest, write_manifest
+
+        m = Manifest(df=self.frame(), root=self.m.root, history=self.m.history, path=self.manifest_path)
+        write_manifest(m, self.manifest_path, stage=STAGE, params=params, input_path=self.manifest_path)
+        self.m.history = m.history
+        self.pending_writes = 0
+
+
+def _present(v) -> bool:
+    from manifests.paths import _present as present
+
+    return present(v)
+
+
+def _select(m, key: str, folder: Path) -> tuple[list, list]:
+    """Split base rows into (jobs to decode, not-decodable jobs); skip rows already done with `key`."""
+    from manifests.paths import decoded_path
+
+    df = m.df
+    root = Path(m.root) if m.root else folder
+    todo, undecodable = [], []
+    for pos, r in enumerate(df.to_dict("records")):
+        if int(r["crop_index"]) != 0:
+            continue
+        status = r.get("detect_status")
+        if _present(r.get("detect_key")) and r["detect_key"] == key and _present(status) \
+                and status in DONE_STATUSES:
+            cp = r.get("crop_path")
+            if status != "ok" or (_present(cp) and (folder / str(cp)).is_file()):
+                continue
+        repaired = _present(r.get("repaired_path"))
+        job = _Job(pos=pos, sample_id=str(r["sample_id"]), path=decoded_path(folder, root, r),
+                   sha256=str(r["sha256"]) if _present(r.get("sha256")) else f"id:{r['sample_id']}",
+                   decoded_from=str(r["repaired_path"]) if repaired else "")
+        if r["status"] != "ok" and not repaired:
+            undecodable.append((job, f"scan status {r['status']}, no repaired copy"))
+        else:
+            todo.append(job)
+    return todo, undecodable
+
+
+def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), *,
+                    progress: bool = True, detector=None):
+    """Detect motorbikes for every file of the manifest, crop them, update the manifest in place.
+
+    `detector` (a `curate.detector.Detector`) may be passed to reuse a loaded
+    model; otherwise it is loaded from `opts.weights` / `opts.device`.
+    Returns the re-read `Manifest`.
+    """
+    from tqdm.auto import tqdm
+
+    from manifests.io import read_manifest
+
+    from .detector import load_detector
+
+    opts.validate()
+    manifest_path = Path(manifest_path)
+    m = read_manifest(manifest_path)
+    if m.df.empty:
+        raise UserError(f"{manifest_path}: the manifest has no rows (was the folder empty?)")
+    det = detector if detector is not None else load_detector(opts.weights, opts.device, imgsz=opts.imgsz)
+    key = detect_key(det.weights_sha256, opts)
+    params = {**{k: v for k, v in asdict(opts).items() if k not in ("workers", "checkpoint_every")},
+              "device": det.device, "detector": det.name, "weights_sha256": det.weights_sha256,
+              "ultralytics_version": det.ultralytics_version, "detect_key": key,
+              "primary": "largest area x confidence among 'motorcycle' detections"}
+    folder = m.folder
+    todo, undecodable = _select(m, key, folder)
+    run = _Run(m, manifest_path, det, opts, key)
+    for job, why in undecodable:
+        run.record_failure(job, "not_decodable", why)
+    n_skipped = int((m.df["crop_index"] == 0).sum()) - len(todo) - len(undecodable)
+    if n_skipped:
+        log.info("resuming: %d file(s) already detected with the same weights and options", n_skipped)
+    rows = m.df
+    workers = opts.workers or min(4, os.cpu_count() or 1)
+    bar = tqdm(total=len(todo), desc="detect", unit="img", disable=not progress)
+    try:
+        for d in stream_detections(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
+                                   workers=workers):
+            if d.status is None:
+                run.record(d.job, d.bgr, d.dets, rows.iloc[d.job.pos])
+            else:
+                run.record_failure(d.job, d.status, d.error)
+            _tick(run, bar, 1, params)
+    finally:
+        bar.close()
+        run.write(params)  # also on an interrupt: what was done is kept
+    out = read_manifest(manifest_path)
+    counts = out.df["detect_status"].value_counts()
+    log.info("detect: %s", ", ".join(f"{k} {int(v)}" for k, v in sorted(counts.items())))
+    return out
+
+
+def _tick(run: _Run, bar, n: int, params: dict) -> None:
+    bar.update(n)
+    run.pending_writes += n
+    if run.pending_writes >= run.opts.checkpoint_every:
+        run.write(params)

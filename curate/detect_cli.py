@@ -1,0 +1,98 @@
+"""`curate detect`: thin CLI over `curate.detect.detect_manifest` (heavy imports inside the command)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .detect import PER_IMAGE_MODES, DetectOptions
+
+D = DetectOptions()
+MANIFEST_NAME = "manifest.parquet"
+
+
+@click.command("detect", epilog="""\b
+Examples:
+  curate detect ./photos                        # scan + repair first when work/ has no manifest
+  curate detect --manifest work/manifest.parquet --weights ~/models/yolo11n.pt
+  curate detect ./photos -o work/ --per-image all --min-size 48 --device cuda:0 --batch 64
+""")
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("work"),
+              show_default=True, help="Folder for manifest.parquet and cache/ (with FOLDER).")
+@click.option("--manifest", "manifest", type=click.Path(dir_okay=False, path_type=Path),
+              help="Add detections to this existing manifest instead of a FOLDER.")
+@click.option("--weights", default=D.weights, show_default=True,
+              help="YOLO weights file (.pt, .tflite, .onnx, ...), a stock name downloaded when online, "
+                   "or a model .yaml (random init, for testing).")
+@click.option("--device", default=D.device, show_default=True, help="auto (CUDA when present), cpu, cuda:N.")
+@click.option("--imgsz", type=click.IntRange(32, 8192), default=D.imgsz, show_default=True,
+              help="Detector input size (px).")
+@click.option("--conf", type=click.FloatRange(0, 1, min_open=True), default=D.conf, show_default=True,
+              help="Minimum detection confidence.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=D.batch, show_default=True,
+              help="Images per predict call.")
+@click.option("--margin", type=click.FloatRange(0, 2), default=D.margin, show_default=True,
+              help="Crop margin per side, as a share of the box's width/height.")
+@click.option("--per-image", "per_image", type=click.Choice(PER_IMAGE_MODES), default=D.per_image,
+              show_default=True, help="primary: one crop per photo; all: one sample per motorbike.")
+@click.option("--min-size", "min_size", type=click.IntRange(0, None), default=D.min_size, show_default=True,
+              help="With --per-image all: smallest box side (px) for an extra motorbike.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decoding threads.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margin, per_image, min_size,
+           workers, no_progress):
+    """Find the motorbikes in every photo (YOLO), record them and crop the primary one.
+
+    Give either a FOLDER of photos (scanned and repaired into WORKDIR/manifest.parquet
+    first when that does not exist yet) or --manifest of an earlier stage.
+    """
+    from manifests.errors import UserError
+
+    from .detect import detect_manifest
+    from .detector import resolve_device, resolve_weights
+
+    if (folder is None) == (manifest is None):
+        raise click.UsageError("give exactly one of FOLDER or --manifest")
+    opts = DetectOptions(weights=weights, device=device, imgsz=imgsz, conf=conf, batch=batch,
+                         margin=margin, per_image=per_image, min_size=min_size, workers=workers)
+    opts.validate()
+    progress = not no_progress
+    if folder is not None:
+        manifest = workdir / MANIFEST_NAME
+        if manifest.exists():
+            _check_same_root(manifest, folder)
+        else:
+            if not any(p.is_file() for p in folder.rglob("*")):
+                raise UserError(f"{folder}: the folder contains no files")
+            resolve_weights(weights)  # fail before a long scan
+            resolve_device(device)
+            from .repair import repair_manifest
+            from .scan import scan_folder
+
+            scan_folder(folder, manifest, workers=workers, progress=progress)
+            repair_manifest(manifest, workers=workers, progress=progress)
+    elif not manifest.exists():
+        raise UserError(f"--manifest {manifest}: no such file")
+    m = detect_manifest(manifest, opts, progress=progress)
+    _print_summary(m, manifest)
+
+
+def _check_same_root(manifest: Path, folder: Path) -> None:
+    from manifests.errors import UserError
+    from manifests.io import read_manifest
+
+    m = read_manifest(manifest)
+    if m.root and Path(m.root).resolve() != folder.resolve():
+        raise UserError(f"{manifest} belongs to {m.root}, not {folder}; pass another -o WORKDIR "
+                        f"or use --manifest {manifest}")
+
+
+def _print_summary(m, manifest: Path) -> None:
+    df = m.df
+    base = df[df["crop_index"] == 0]
+    counts = base["detect_status"].value_counts()
+    parts = ", ".join(f"{s} {int(counts.get(s, 0))}" for s in ("ok", "no_motorbike", "not_decodable", "error"))
+    extra = int((df["crop_index"] > 0).sum())
+    click.echo(f"detect: {len(base)} files: {parts}" + (f"; {extra} extra crop(s)" if extra else ""))
+    click.echo(f"manifest: {manifest}")
