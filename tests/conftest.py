@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="motocurate-tests-"))
-for _k, _v in {
+# Forced, not defaulted: tests must never touch a user's real FiftyOne database or YOLO settings.
+os.environ.update({
     "YOLO_OFFLINE": "1",
     "YOLO_AUTOINSTALL": "0",
     "YOLO_CONFIG_DIR": str(_TMP / "yolo"),
@@ -14,8 +15,7 @@ for _k, _v in {
     "FIFTYONE_DATABASE_DIR": str(_TMP / "fiftyone-db"),
     "FIFTYONE_DATABASE_VALIDATION": "false",
     "MPLBACKEND": "Agg",
-}.items():
-    os.environ.setdefault(_k, _v)
+})
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOTO_SHARED", REPO.parent / "shared"))

@@ -1,0 +1,242 @@
+"""`curate filter`: automatic reject rules plus the reviewer's decisions -> `keep`, `reject_reason`.
+
+Rules live in a registry. Each one looks at columns an earlier stage wrote and says which rows it
+rejects; a rule whose columns are absent (a manifest straight from `scan` has no detections) is
+simply not applicable. Every `<check>_flag` column written by `curate score` becomes a rule named
+after the check, so a new check needs no change here.
+
+The verdict, per row:
+
+1. a reviewer's `reject` tag rejects (reason: the first automatic rule that also fired, else
+   `reviewer`);
+2. a reviewer's `keep` tag keeps, overriding every overridable rule (flags, duplicates, no
+   motorbike); nothing can keep a file that does not decode;
+3. otherwise the first rule that fires, in registry order, is the reason; no rule -> kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from manifests import Manifest, read_manifest, write_manifest
+from manifests.errors import UserError
+
+log = logging.getLogger(__name__)
+
+REVIEWER = "reviewer"          # reject_reason of a sample only the reviewer rejected
+REPAIRED = ("converted", "best_frame", "recovered")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An automatic reject rule: rows where `test(df)` is True are rejected with reason `name`."""
+
+    name: str                        # reject_reason value, CLI name
+    title: str                       # human wording: saved view in the App, report heading
+    columns: tuple[str, ...]         # the rule applies when all of these columns exist
+    test: Callable[[pd.DataFrame], np.ndarray]
+    overridable: bool = True         # a reviewer's `keep` wins over it
+    flag: bool = False               # derived from a `<check>_flag` column
+
+
+def _bool(df: pd.DataFrame, col: str) -> np.ndarray:
+    return df[col].astype("boolean").fillna(False).to_numpy(dtype=bool)
+
+
+def _str_in(df: pd.DataFrame, col: str, values) -> np.ndarray:
+    return df[col].astype("string").isin(list(values)).fillna(False).to_numpy(dtype=bool)
+
+
+def _unreadable(df: pd.DataFrame) -> np.ndarray:
+    bad = ~_str_in(df, "status", ["ok"])
+    if "repair_action" in df.columns:
+        bad = (bad & ~_str_in(df, "repair_action", REPAIRED)) | _str_in(df, "repair_action", ["unrecoverable"])
+    return bad
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    if rule.name in RULES or rule.name == REVIEWER:
+        raise ValueError(f"rule {rule.name!r} registered twice")
+    RULES[rule.name] = rule
+    return rule
+
+
+register(Rule("unreadable", "unreadable file", ("status",), _unreadable, overridable=False))
+register(Rule("detect_failed", "detection failed", ("detect_status",),
+              lambda df: _str_in(df, "detect_status", ["not_decodable", "error"]), overridable=False))
+register(Rule("no_motorbike", "no motorbike", ("detect_status",),
+              lambda df: _str_in(df, "detect_status", ["no_motorbike"])))
+register(Rule("duplicate", "duplicates", ("is_duplicate",), lambda df: _bool(df, "is_duplicate")))
+register(Rule("cut_off", "motorbike cut off", ("cut_off",), lambda df: _bool(df, "cut_off")))
+
+# Wording for the score checks we know; any other `<check>_flag` is titled by its name.
+FLAG_TITLES = {
+    "busy": "busy background",
+    "blur": "blurry",
+    "dark": "too dark",
+    "bright": "too bright",
+    "small": "too small",
+    "aspect": "odd aspect ratio",
+    "grey": "greyscale",
+}
+
+
+def flag_rule(check: str) -> Rule:
+    col = f"{check}_flag"
+    return Rule(check, FLAG_TITLES.get(check, check.replace("_", " ")), (col,),
+                lambda df, col=col: _bool(df, col), flag=True)
+
+
+def flag_checks(columns) -> list[str]:
+    """Score checks present in a manifest: every `<check>_flag` column, in column order."""
+    return [c[: -len("_flag")] for c in columns if c.endswith("_flag") and len(c) > len("_flag")]
+
+
+def applicable_rules(columns) -> list[Rule]:
+    """Registered rules whose columns exist, then one rule per score check, in that order."""
+    cols = set(columns)
+    rules = [r for r in RULES.values() if set(r.columns) <= cols]
+    rules += [flag_rule(c) for c in flag_checks(columns) if c not in RULES]
+    return rules
+
+
+def titles(columns) -> dict[str, str]:
+    """Reason name -> title for every reason a manifest with these columns can produce."""
+    out = {r.name: r.title for r in applicable_rules(columns)}
+    out[REVIEWER] = "rejected by reviewer"
+    return out
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    """Which rules run; `disabled` names rules to ignore (see `curate filter --list-rules`)."""
+
+    disabled: tuple[str, ...] = ()
+    use_review: bool = True          # apply the reviewer's keep/reject tags
+
+
+@dataclass
+class Verdict:
+    keep: np.ndarray                 # bool per row
+    reason: list[str | None]         # reject_reason per row
+    fired: dict[str, np.ndarray]     # rule name -> bool per row (before the reviewer)
+    restored: int                    # auto-rejected rows a reviewer kept
+    rules: list[str]                 # the rules applied, in order
+
+
+def rule_masks(df: pd.DataFrame, rules: list[Rule]) -> dict[str, np.ndarray]:
+    return {r.name: np.asarray(r.test(df), dtype=bool) for r in rules}
+
+
+def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
+    """The verdict for every row of a manifest table (no I/O)."""
+    rules = applicable_rules(df.columns)
+    known = {r.name for r in rules} | set(RULES) | set(FLAG_TITLES)
+    unknown = [n for n in opts.disabled if n not in known]
+    if unknown:
+        raise UserError(f"--no-rule {unknown[0]}: unknown rule; choose from {', '.join(sorted(known))}")
+    rules = [r for r in rules if r.name not in set(opts.disabled)]
+    fired = rule_masks(df, rules)
+    n = len(df)
+    reason: list[str | None] = [None] * n
+    hard = np.zeros(n, dtype=bool)
+    for r in reversed(rules):           # first rule in registry order wins
+        for i in np.flatnonzero(fired[r.name]):
+            reason[i] = r.name
+        if not r.overridable:
+            hard |= fired[r.name]
+    auto = np.array([x is not None for x in reason], dtype=bool)
+    keep = ~auto
+    restored = 0
+    if opts.use_review and "review_decision" in df.columns:
+        decision = df["review_decision"].astype("string").str.lower()
+        want_keep = decision.eq("keep").fillna(False).to_numpy(dtype=bool)
+        want_reject = decision.eq("reject").fillna(False).to_numpy(dtype=bool)
+        blocked = want_keep & hard
+        if blocked.any():
+            log.warning("%d sample(s) tagged keep cannot be kept: %s", int(blocked.sum()),
+                        ", ".join(sorted({reason[i] for i in np.flatnonzero(blocked)})))
+        restore = want_keep & auto & ~hard
+        restored = int(restore.sum())
+        for i in np.flatnonzero(restore):
+            reason[i] = None
+        for i in np.flatnonzero(want_reject & ~auto):
+            reason[i] = REVIEWER
+        keep = np.array([x is None for x in reason], dtype=bool)
+    return Verdict(keep=keep, reason=reason, fired=fired, restored=restored, rules=[r.name for r in rules])
+
+
+@dataclass
+class FilterResult:
+    kept: int
+    total: int
+    removed: dict[str, int] = field(default_factory=dict)   # reason -> rows it removed
+    restored: int = 0                                        # auto-rejected, kept by the reviewer
+    rules: list[str] = field(default_factory=list)
+    out_path: Path | None = None
+
+    def table_rows(self, titles_: dict[str, str] | None = None) -> list[tuple[str, int]]:
+        titles_ = titles_ or {}
+        rows = [("samples", self.total)]
+        rows += [(f"removed: {titles_.get(k, k)} ({k})", v) for k, v in self.removed.items()]
+        if self.restored:
+            rows.append(("restored by reviewer", self.restored))
+        rows.append(("kept", self.kept))
+        return rows
+
+
+def _rebase_paths(df: pd.DataFrame, src_folder: Path, dst_folder: Path) -> pd.DataFrame:
+    """Cache paths are relative to the manifest's folder; re-point them for a manifest elsewhere."""
+    if src_folder.resolve() == dst_folder.resolve():
+        return df
+    df = df.copy()
+    for col in [c for c in df.columns if c.endswith("_path") and c != "path"]:
+        def move(v):
+            if v is None or v is pd.NA or (isinstance(v, float) and v != v) or os.path.isabs(str(v)):
+                return v
+            return Path(os.path.relpath(src_folder / str(v), dst_folder)).as_posix()
+        df[col] = pd.Series([move(v) for v in df[col].tolist()], index=df.index, dtype=df[col].dtype)
+    return df
+
+
+def filter_manifest(manifest_path: Path, out_path: Path | None = None,
+                    opts: FilterOptions = FilterOptions()) -> FilterResult:
+    """Write `keep`/`reject_reason` into the manifest and the kept rows to `out_path`.
+
+    `out_path` defaults to `clean.parquet` beside the manifest. Both writes are atomic; the
+    rules applied are recorded in the provenance of both files.
+    """
+    manifest_path = Path(manifest_path)
+    out_path = Path(out_path) if out_path is not None else manifest_path.parent / "clean.parquet"
+    if out_path.resolve() == manifest_path.resolve():
+        raise UserError(f"-o {out_path}: must differ from --manifest (the manifest keeps every row)")
+    m = read_manifest(manifest_path)
+    v = decide(m.df, opts)
+    df = m.df.copy()
+    df["keep"] = pd.array(v.keep, dtype="boolean")
+    df["reject_reason"] = pd.array(v.reason, dtype="string")
+    params = {"rules": v.rules, "disabled": sorted(opts.disabled), "use_review": opts.use_review,
+              "out": str(out_path)}
+    m.df = df
+    write_manifest(m, manifest_path, stage="filter", params=params, input_path=manifest_path)
+
+    kept = df[v.keep].reset_index(drop=True)
+    kept = _rebase_paths(kept, manifest_path.parent, out_path.parent)
+    clean = Manifest(df=kept, root=m.root, history=list(m.history))
+    write_manifest(clean, out_path, stage="filter", params=params, input_path=manifest_path)
+
+    counts = pd.Series([r for r in v.reason if r is not None], dtype="string").value_counts()
+    order = [*v.rules, REVIEWER]
+    removed = {k: int(counts[k]) for k in order if k in counts.index}
+    log.info("kept %d of %d", int(v.keep.sum()), len(df))
+    return FilterResult(kept=int(v.keep.sum()), total=len(df), removed=removed, restored=v.restored,
+                        rules=v.rules, out_path=out_path)

@@ -1,0 +1,382 @@
+"""Human review in the FiftyOne App, and pulling the reviewer's tags back into the manifest.
+
+`build_dataset` makes (or brings up to date) a persistent FiftyOne dataset named after the manifest:
+one sample per manifest row showing the crop (else the repaired copy, else the original) with its
+detections, every scalar column (status, scores, flags, duplicate group, ...) as a field, the
+automatic reject reasons as `auto_reasons`, and one saved view per reason. The reviewer tags samples
+`reject` or `keep` in the App; FiftyOne stores each tag in its database the moment it is made, so
+`pull_decisions` reads them from there: nothing is lost if the App or this process dies.
+
+FiftyOne is imported inside the functions (it starts a database on import).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from manifests import COLUMNS, read_manifest, write_manifest
+from manifests.errors import UserError
+from manifests.paths import sample_image_path, source_path
+from manifests.schema.review import DECISIONS
+
+from .filter import FilterOptions, applicable_rules, decide
+
+log = logging.getLogger(__name__)
+
+# Manifest columns not shown as sample fields: FiftyOne's own names, and bulky or internal ones.
+RESERVED = {"id", "_id", "filepath", "tags", "metadata", "media_type", "created_at", "last_modified_at",
+            "frames", "group"}
+HIDDEN = {"review_decision", "review_tags", "mtime_ns", "sha256", "weights_sha256"}
+VIEWS_KEY = "motocurate_views"
+ALL_REJECTS = "automatic rejects"
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    port: int = 5151
+    address: str = "127.0.0.1"
+
+
+def dataset_name(manifest_path: str | Path) -> str:
+    """`motocurate-<folder>-<stem>-<hash of the absolute path>`: one dataset per manifest file."""
+    p = Path(manifest_path).resolve()
+    digest = hashlib.sha256(str(p).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", f"{p.parent.name}-{p.stem}").strip("_")[:60]
+    return f"motocurate-{slug}-{digest}"
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def _scalar(v):
+    """A pandas/numpy cell as a plain Python value (None for any kind of missing)."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if math.isnan(v) else float(v)
+    return v
+
+
+def _field_columns(df: pd.DataFrame) -> list[str]:
+    """Scalar manifest columns shown as sample fields (lists, structs and internals are not)."""
+    out = []
+    for c in df.columns:
+        if c in RESERVED or c in HIDDEN:
+            continue
+        declared = COLUMNS.get(c)
+        if declared is not None and pa.types.is_nested(declared.type):
+            continue
+        dt = df[c].dtype
+        if not (pd.api.types.is_bool_dtype(dt) or pd.api.types.is_numeric_dtype(dt)
+                or pd.api.types.is_string_dtype(dt)):
+            continue
+        if dt == object and any(isinstance(x, (list, tuple, np.ndarray, dict)) for x in df[c]):
+            continue
+        out.append(c)
+    return out
+
+
+def _display_size(path: Path) -> tuple[int, int] | None:
+    """Width and height as a browser shows the file (EXIF orientation applied); None if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _has_crop(row) -> bool:
+    cp = row.get("crop_path")
+    return cp is not None and cp is not pd.NA and str(cp) not in ("", "nan", "<NA>")
+
+
+def _detections(row, size: tuple[int, int] | None, showing_crop: bool):
+    """The row's detections as FiftyOne boxes relative to the image shown (crop or full image)."""
+    import fiftyone as fo
+
+    dets = row.get("detections")
+    if dets is None or (not isinstance(dets, (list, tuple, np.ndarray))) or len(dets) == 0:
+        return None
+    if showing_crop:
+        box = row.get("crop_box")
+        if box is None or len(box) != 4:
+            return None
+        ox, oy, x1, y1 = (float(b) for b in box)
+        fw, fh = x1 - ox, y1 - oy
+    else:
+        if size is None:
+            return None
+        ox, oy = 0.0, 0.0
+        fw, fh = float(size[0]), float(size[1])
+    if fw <= 0 or fh <= 0:
+        return None
+    out = []
+    for d in dets:
+        x0, y0 = max(float(d["x0"]) - ox, 0.0), max(float(d["y0"]) - oy, 0.0)
+        x1_, y1_ = min(float(d["x1"]) - ox, fw), min(float(d["y1"]) - oy, fh)
+        if x1_ <= x0 or y1_ <= y0:
+            continue  # outside the crop
+        conf = d.get("conf")
+        out.append(fo.Detection(label=str(d.get("label") or "object"),
+                                bounding_box=[x0 / fw, y0 / fh, (x1_ - x0) / fw, (y1_ - y0) / fh],
+                                confidence=None if conf is None else float(conf)))
+    return fo.Detections(detections=out)
+
+
+def _samples(m, progress: bool):
+    """One `fo.Sample` per manifest row (without tags), keyed by sample_id."""
+    import fiftyone as fo
+    from tqdm import tqdm
+
+    df = m.df
+    cols = _field_columns(df)
+    verdict = decide(df, FilterOptions(use_review=False))
+    names = list(verdict.fired)
+    fired = np.stack([verdict.fired[n] for n in names], axis=1) if names else np.zeros((len(df), 0), bool)
+    root = m.root or str(m.folder)
+    out = {}
+    for i, row in enumerate(tqdm(df.to_dict("records"), desc="review samples", unit="sample",
+                                 disable=not progress)):
+        img = sample_image_path(m.folder, root, row).resolve()
+        size = _display_size(img)
+        fields = {c: _scalar(row[c]) for c in cols}
+        fields["auto_reasons"] = [names[j] for j in np.flatnonzero(fired[i])]
+        fields["source"] = str(source_path(root, row))
+        fields["detections"] = _detections(row, size, _has_crop(row))
+        meta = fo.ImageMetadata(width=size[0], height=size[1]) if size else None
+        out[row["sample_id"]] = fo.Sample(filepath=str(img), metadata=meta, **fields)
+    return out, names
+
+
+def _save_views(ds, df: pd.DataFrame, present: list[str]) -> list[str]:
+    from fiftyone import ViewField as F
+
+    old = ds.info.get(VIEWS_KEY, [])
+    for name in old:
+        if ds.has_saved_view(name):
+            ds.delete_saved_view(name)
+    rules = {r.name: r for r in applicable_rules(df.columns)}
+    made = []
+    for name in present:
+        view = ds.match(F("auto_reasons").contains(name))
+        if len(view):
+            title = rules[name].title if name in rules else name
+            ds.save_view(title, view, description=f"automatic reject reason `{name}`")
+            made.append(title)
+    if made:
+        ds.save_view(ALL_REJECTS, ds.match(F("auto_reasons").length() > 0),
+                     description="samples at least one automatic rule rejects")
+        made.append(ALL_REJECTS)
+    for tag in DECISIONS:
+        title = f"tagged {tag}"
+        ds.save_view(title, ds.match_tags(tag), description=f"samples the reviewer tagged `{tag}`")
+        made.append(title)
+    ds.info[VIEWS_KEY] = made
+    ds.save()
+    return made
+
+
+def _seed_tags(df: pd.DataFrame) -> dict[str, list[str]]:
+    if "review_tags" not in df.columns:
+        return {}
+    out = {}
+    for sid, tags in zip(df["sample_id"], df["review_tags"]):
+        if tags is not None and not (isinstance(tags, float)) and len(tags):
+            out[sid] = [str(t) for t in tags]
+    return out
+
+
+def build_dataset(manifest_path: str | Path, *, progress: bool = True):
+    """Create or update the manifest's FiftyOne dataset and return it.
+
+    An existing dataset's tags are pulled into the manifest first, then its samples are brought up
+    to date (new rows added, vanished rows removed, fields rewritten); tags stay as they are in the
+    database. A new dataset starts with the tags the manifest already records.
+    """
+    import fiftyone as fo
+
+    manifest_path = Path(manifest_path)
+    name = dataset_name(manifest_path)
+    if fo.dataset_exists(name):
+        pull_decisions(manifest_path)
+    m = read_manifest(manifest_path)
+    samples, reasons = _samples(m, progress)
+    for sid, tags in _seed_tags(m.df).items():   # used for samples the database does not hold yet
+        samples[sid].tags = tags
+    if not fo.dataset_exists(name):
+        ds = fo.Dataset(name, persistent=True)
+        ds.info["manifest"] = str(manifest_path.resolve())
+        ds.add_samples(list(samples.values()), progress=progress)
+        ds.create_index("sample_id", unique=True)
+        log.info("created FiftyOne dataset %s with %d samples", name, len(ds))
+    else:
+        ds = fo.load_dataset(name)
+        have = dict(zip(*ds.values(["sample_id", "id"])))
+        gone = [oid for sid, oid in have.items() if sid not in samples]
+        if gone:
+            ds.delete_samples(gone)
+        new = [s for sid, s in samples.items() if sid not in have]
+        if new:
+            ds.add_samples(new, progress=progress)
+        keep = {sid: oid for sid, oid in have.items() if sid in samples}
+        if keep:
+            fields = ["filepath", "metadata", *next(iter(samples.values())).field_names]
+            for f in dict.fromkeys(fields):
+                if f in ("id", "tags", "sample_id", "created_at", "last_modified_at", "media_type"):
+                    continue
+                values = {oid: samples[sid][f] for sid, oid in keep.items()}
+                if all(v is None for v in values.values()) and ds.get_field(f) is None:
+                    continue
+                ds.set_values(f, values, key_field="id")
+        ds.info["manifest"] = str(manifest_path.resolve())
+        log.info("updated FiftyOne dataset %s: %d samples (%d new, %d removed)", name, len(ds),
+                 len(new), len(gone))
+    _save_views(ds, m.df, reasons)
+    return ds
+
+
+def read_decisions(ds) -> dict[str, list[str]]:
+    """sample_id -> the sample's tags, straight from FiftyOne's database."""
+    return dict(zip(ds.values("sample_id"), ds.values("tags")))
+
+
+def decision_of(tags) -> str | None:
+    """`reject` wins over `keep` when a sample carries both (nothing enters training by accident)."""
+    low = {str(t).strip().lower() for t in (tags or [])}
+    for d in ("reject", "keep"):
+        if d in low:
+            return d
+    return None
+
+
+def pull_decisions(manifest_path: str | Path) -> int:
+    """Write the reviewer's tags into the manifest by sample_id; returns the number of decisions.
+
+    Rows the dataset holds get `review_tags` (sorted) and `review_decision` (keep, reject or null);
+    rows it lacks keep what they had. The write is atomic and skipped when nothing changed, so
+    pulling twice is the same as pulling once.
+    """
+    import fiftyone as fo
+
+    manifest_path = Path(manifest_path)
+    name = dataset_name(manifest_path)
+    if not fo.dataset_exists(name):
+        raise UserError(f"--manifest {manifest_path}: no review dataset {name!r} yet; "
+                        "run `curate review --manifest ...` first")
+    tags = read_decisions(fo.load_dataset(name))
+    m = read_manifest(manifest_path)
+    df = m.df
+    old_tags = df["review_tags"].tolist() if "review_tags" in df.columns else [None] * len(df)
+    old_dec = df["review_decision"].tolist() if "review_decision" in df.columns else [None] * len(df)
+    new_tags, new_dec = [], []
+    for sid, ot, od in zip(df["sample_id"], old_tags, old_dec):
+        if sid in tags:
+            t = sorted({str(x) for x in (tags[sid] or [])})
+            new_tags.append(t)
+            new_dec.append(decision_of(t))
+        else:
+            new_tags.append(None if ot is None or isinstance(ot, float) else [str(x) for x in ot])
+            new_dec.append(None if od is None or od is pd.NA else str(od))
+    n = sum(d is not None for d in new_dec)
+
+    def same_tags(a, b):
+        a = None if a is None or isinstance(a, float) else list(a)
+        b = None if b is None or isinstance(b, float) else list(b)
+        return (a or None) == (b or None)
+
+    unchanged = ("review_tags" in df.columns and "review_decision" in df.columns
+                 and all(same_tags(a, b) for a, b in zip(old_tags, new_tags))
+                 and all((None if o is pd.NA else o) == nd for o, nd in zip(old_dec, new_dec)))
+    if unchanged:
+        log.info("decisions unchanged (%d); manifest not rewritten", n)
+        return n
+    df = df.copy()
+    df["review_tags"] = pd.Series(new_tags, index=df.index, dtype=object)
+    df["review_decision"] = pd.array(new_dec, dtype="string")
+    m.df = df
+    write_manifest(m, manifest_path, stage="review", input_path=manifest_path,
+                   params={"dataset": name, "decisions": n,
+                           "keep": sum(d == "keep" for d in new_dec),
+                           "reject": sum(d == "reject" for d in new_dec)})
+    log.info("pulled %d decision(s) from %s", n, name)
+    return n
+
+
+def check_port(opts: ReviewOptions) -> None:
+    """Fail fast (UserError) when the App could not bind its address and port."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in opts.address else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a just-closed App's port is fine
+            s.bind((opts.address, opts.port))
+    except OSError as exc:
+        raise UserError(f"--port {opts.port}: cannot serve on {opts.address}:{opts.port} ({exc.strerror}); "
+                        "choose another port") from exc
+
+
+def launch(ds, opts: ReviewOptions = ReviewOptions()):
+    """Start the App server for `ds` (no browser is opened) and return the FiftyOne session."""
+    import fiftyone as fo
+    from fiftyone.core.service import ServiceListenTimeout
+
+    check_port(opts)
+    try:
+        return fo.launch_app(ds, port=opts.port, address=opts.address, remote=True, auto=False)
+    except ServiceListenTimeout as exc:
+        raise UserError(f"--port {opts.port}: the App did not start on {opts.address}:{opts.port}") from exc
+
+
+def app_url(opts: ReviewOptions) -> str:
+    """The App's address; the session already shows the dataset there."""
+    return f"http://{opts.address}:{opts.port}/"
+
+
+def serve(manifest_path: str | Path, opts: ReviewOptions = ReviewOptions(), *, progress: bool = True,
+          on_ready=None) -> int:
+    """Build the dataset, run the App until the reviewer closes it (or Ctrl-C / SIGTERM), pull.
+
+    `on_ready(url)` is called once the App answers. Returns the number of decisions pulled.
+    """
+    check_port(opts)
+    ds = build_dataset(manifest_path, progress=progress)
+    session = None
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _term) if in_main else None
+    try:
+        session = launch(ds, opts)
+        if on_ready:
+            on_ready(app_url(opts))
+        session.wait()
+    except KeyboardInterrupt:
+        log.info("stopping the App")
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        try:
+            n = pull_decisions(manifest_path)
+        finally:
+            if session is not None:
+                session.close()
+    return n
