@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from manifests.errors import UserError
+from manifests.paths import present
 
 log = logging.getLogger(__name__)
 
@@ -359,12 +360,6 @@ class _Run:
         self.pending_writes = 0
 
 
-def _present(v) -> bool:
-    from manifests.paths import _present as present
-
-    return present(v)
-
-
 def _select(m, key: str, folder: Path) -> tuple[list, list]:
     """Split base rows into (jobs to decode, not-decodable jobs); skip rows already done with `key`."""
     from manifests.paths import decoded_path
@@ -376,14 +371,14 @@ def _select(m, key: str, folder: Path) -> tuple[list, list]:
         if int(r["crop_index"]) != 0:
             continue
         status = r.get("detect_status")
-        if _present(r.get("detect_key")) and r["detect_key"] == key and _present(status) \
+        if present(r.get("detect_key")) and r["detect_key"] == key and present(status) \
                 and status in DONE_STATUSES:
             cp = r.get("crop_path")
-            if status != "ok" or (_present(cp) and (folder / str(cp)).is_file()):
+            if status != "ok" or (present(cp) and (folder / str(cp)).is_file()):
                 continue
-        repaired = _present(r.get("repaired_path"))
+        repaired = present(r.get("repaired_path"))
         job = _Job(pos=pos, sample_id=str(r["sample_id"]), path=decoded_path(folder, root, r),
-                   sha256=str(r["sha256"]) if _present(r.get("sha256")) else f"id:{r['sample_id']}",
+                   sha256=str(r["sha256"]) if present(r.get("sha256")) else f"id:{r['sample_id']}",
                    decoded_from=str(r["repaired_path"]) if repaired else "")
         if r["status"] != "ok" and not repaired:
             undecodable.append((job, f"scan status {r['status']}, no repaired copy"))

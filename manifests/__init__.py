@@ -1,11 +1,24 @@
-"""The Parquet manifest: the contract every stage reads and writes."""
-from .errors import ManifestError, UserError
-from .ids import file_sha256, sample_id
-from .io import Manifest, merge_columns, read_manifest, to_table, write_manifest
-from .schema import COLUMNS, REQUIRED, SCHEMA_VERSION, STAGE_COLUMNS
+"""The Parquet manifest: the contract every stage reads and writes.
 
-__all__ = [
-    "COLUMNS", "REQUIRED", "SCHEMA_VERSION", "STAGE_COLUMNS", "Manifest", "ManifestError",
-    "UserError", "file_sha256", "merge_columns", "read_manifest", "sample_id", "to_table",
-    "write_manifest",
-]
+Light by design: `manifests.errors` and `manifests.clitools` import without
+pandas or pyarrow (the GAN trainer runs on machines that lack them); the
+reading and writing API is loaded on first use.
+"""
+from .errors import ManifestError, UserError
+
+_LAZY = {
+    "Manifest": "io", "merge_columns": "io", "read_manifest": "io", "to_table": "io",
+    "write_manifest": "io", "present": "paths",
+    "file_sha256": "ids", "sample_id": "ids",
+    "COLUMNS": "schema", "REQUIRED": "schema", "SCHEMA_VERSION": "schema", "STAGE_COLUMNS": "schema",
+}
+
+__all__ = ["ManifestError", "UserError", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

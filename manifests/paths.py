@@ -24,7 +24,8 @@ def relative_to_manifest(manifest_path: str | Path, p: str | Path) -> str:
     return Path(p).resolve().relative_to(Path(manifest_path).resolve().parent).as_posix()
 
 
-def _present(v) -> bool:
+def present(v) -> bool:
+    """A real value in a manifest cell: not None, NaN, pandas' NA or an empty string."""
     return v is not None and not (isinstance(v, float) and v != v) and str(v) not in ("", "<NA>")
 
 
@@ -36,7 +37,7 @@ def source_path(root: str | Path, row) -> Path:
 def decoded_path(manifest_folder: str | Path, root: str | Path, row) -> Path:
     """The repaired copy where there is one, else the original."""
     rp = row.get("repaired_path") if hasattr(row, "get") else None
-    if _present(rp):
+    if present(rp):
         return Path(manifest_folder) / rp
     return source_path(root, row)
 
@@ -44,6 +45,6 @@ def decoded_path(manifest_folder: str | Path, root: str | Path, row) -> Path:
 def sample_image_path(manifest_folder: str | Path, root: str | Path, row) -> Path:
     """The pixels a downstream stage should use: crop, else repaired copy, else original."""
     cp = row.get("crop_path") if hasattr(row, "get") else None
-    if _present(cp):
+    if present(cp):
         return Path(manifest_folder) / cp
     return decoded_path(manifest_folder, root, row)
