@@ -38,11 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-try:
-    from manifests.errors import UserError
-except ImportError:  # `manifests` imports pyarrow/pandas; gan.metrics must also work where they are absent
-    class UserError(Exception):
-        """Bad input from the user. Printed as one line."""
+from manifests.errors import UserError  # light: no pandas/pyarrow
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,424 @@
+"""`curate dedupe`: exact and near duplicates, grouped, with the best copy of each group kept.
+
+Per row (`hash_row`, in worker processes):
+- `pixel_hash`: the exact-duplicate signature of the *decoded file* (see
+  `curate.hashing.pixel_signature`; robust to metadata and to re-saving);
+- `phash` / `phash_mirror`: 64-bit perceptual hash (pHash by default) of the
+  sample's crop and of its mirror image, used to search;
+- `phash_fine` / `phash_fine_mirror`: the same hash at 256 bits, used to verify
+  each candidate pair (Caltech's side views on white are so alike that 64 bits
+  alone confuse distinct bikes; calibration in docs/calibration.md);
+- the quality figures the keeper choice needs (crop size, sharpness, busyness).
+
+Then (`group_rows`): exact pairs are rows whose signatures match (same decoded
+size, same crop index, thumbnails within `exact_tol`); near pairs are rows whose
+hashes (either one mirrored) are within `threshold` at 64 bits and
+`fine_threshold` at 256 bits. Pairs are joined by union-find into `dup_group`;
+in each group the keeper is the best copy: bike not cut off, then the larger
+crop, then sharper, then less busy; the reason is recorded in `dup_reason`.
+Nothing is deleted. Rows that cannot be decoded get null hashes and are never
+grouped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from manifests import Manifest, UserError, merge_columns, read_manifest, write_manifest
+from manifests.paths import cache_dir, decoded_path, present, sample_image_path
+
+from .hashing import HASHERS
+
+log = logging.getLogger(__name__)
+
+STAGE = "dedupe"
+FINE_BITS = 256
+
+
+@dataclass(frozen=True)
+class DedupeOptions:
+    method: str = "phash"          # one of curate.hashing.HASHERS
+    threshold: int = 8             # Hamming distance at 64 bits (search); calibrated
+    fine_threshold: int = 24       # Hamming distance at 256 bits (verification, -1 = off); calibrated
+    mirror: bool = True            # also match a left-right flipped copy
+    exact_tol: int = 2             # max thumbnail difference (0..255) for an exact duplicate
+    workers: int | None = None
+    force: bool = False            # re-hash every row (else rows already hashed are reused)
+
+    def validate(self) -> None:
+        if self.method not in HASHERS:
+            raise UserError(f"--method must be one of {', '.join(HASHERS)} (got {self.method!r})")
+        if not 0 <= self.threshold <= 32:
+            raise UserError(f"--threshold must be in 0..32 (got {self.threshold})")
+        if not -1 <= self.fine_threshold <= 128:
+            raise UserError(f"--fine-threshold must be in -1..128 (got {self.fine_threshold})")
+        if not 0 <= self.exact_tol <= 32:
+            raise UserError(f"--exact-tol must be in 0..32 (got {self.exact_tol})")
+
+
+# ------------------------------------------------------------------ per-row hashing
+
+def _list(v):
+    if v is None or v is pd.NA:
+        return None
+    try:
+        out = list(v)
+    except TypeError:
+        return None
+    return out or None
+
+
+def row_job(folder: Path, root: str, row) -> dict:
+    """What a worker needs for one row (plain, picklable)."""
+    sample = sample_image_path(folder, root, row)
+    decoded = decoded_path(folder, root, row)
+    crop_box, primary = _list(row.get("crop_box")), _list(row.get("primary_box"))
+    box = None
+    if present(row.get("crop_path")) and crop_box and primary:
+        box = [primary[0] - crop_box[0], primary[1] - crop_box[1],
+               primary[2] - crop_box[0], primary[3] - crop_box[1]]
+    side = max(primary[2] - primary[0], primary[3] - primary[1]) if primary else None
+    usable = str(row.get("status")) == "ok" or present(row.get("repaired_path"))
+    return {"sample_id": str(row["sample_id"]), "sample": str(sample), "decoded": str(decoded),
+            "box": box, "box_side": side, "usable": usable}
+
+
+def hash_row(job: dict, method: str) -> dict:
+    """Hashes and quality figures of one row; null hashes and a reason when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    from . import checks, hashing
+
+    out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
+    if not job["usable"]:
+        out["hash_error"] = "not decodable (scan status not ok, no repaired copy)"
+        return out
+    try:
+        img = hashing.load_rgb(job["sample"])
+        full = img if job["decoded"] == job["sample"] else hashing.load_rgb(job["decoded"])
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
+            SyntaxError) as exc:
+        out["hash_error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    out["pixel_hash"] = hashing.pixel_signature(full)
+    h, m = hashing.hash_with_mirror(img, method)
+    fine = hashing.HASHERS_FINE[method]
+    out["phash"], out["phash_mirror"] = hashing.to_hex(h), hashing.to_hex(m)
+    out["phash_fine"] = str(fine(img))
+    out["phash_fine_mirror"] = str(fine(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"])
+    out["q_area"] = img.size[0] * img.size[1]
+    out["q_size"] = f"{img.size[0]}x{img.size[1]}"
+    out["q_sharp"] = raw["blur"]
+    out["q_busy"] = raw["busy"]
+    return out
+
+
+def hash_chunk(jobs: list[dict], method: str) -> list[dict]:
+    return [hash_row(j, method) for j in jobs]
+
+
+# ------------------------------------------------------------------ resumable results
+
+class PartialLog:
+    """Results appended to `cache/<stage>/partial-<manifest>-<key>.jsonl` as they come, so an
+    interrupted run resumes; removed once the manifest is written."""
+
+    def __init__(self, manifest_path: Path, stage: str, key: str):
+        self.path = cache_dir(manifest_path, stage) / f"partial-{Path(manifest_path).stem}-{key}.jsonl"
+
+    def load(self) -> dict[str, dict]:
+        done: dict[str, dict] = {}
+        if not self.path.exists():
+            return done
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by the interruption: everything before it is good
+                done[rec["sample_id"]] = rec
+        return done
+
+    def append(self, recs: list[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+
+
+def _key(opts: DedupeOptions) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"v1:{opts.method}".encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------ grouping
+
+def exact_pairs(sigs: list[str | None], crop_index: list[int], tol: int) -> list[tuple[int, int]]:
+    """Pairs of rows whose pixel signatures match (same size and crop index, thumbnails within tol)."""
+    from .hashing import parse_signature
+
+    buckets: dict[tuple, list[int]] = {}
+    thumbs: dict[int, np.ndarray] = {}
+    for i, s in enumerate(sigs):
+        if s is None:
+            continue
+        w, h, t = parse_signature(s)
+        thumbs[i] = t.astype(np.int16)
+        buckets.setdefault((w, h, crop_index[i]), []).append(i)
+    pairs = []
+    for rows in buckets.values():
+        if len(rows) < 2:
+            continue
+        idx = np.asarray(rows)
+        mat = np.stack([thumbs[i] for i in rows])
+        mean = mat.mean(axis=1)
+        order = np.argsort(mean, kind="stable")
+        idx, mat, mean = idx[order], mat[order], mean[order]
+        for k in range(1, len(idx)):       # rows within tol in every cell are within tol in mean
+            close = mean[k:] - mean[:-k] <= tol
+            if not close.any():
+                break
+            a = np.flatnonzero(close)
+            ok = np.abs(mat[a + k] - mat[a]).max(axis=1) <= tol
+            pairs.extend(zip(idx[a[ok]].tolist(), idx[a[ok] + k].tolist()))
+    return pairs
+
+
+def _fine_dist(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def near_pairs(h: list[str | None], hm: list[str | None], fine: list[str | None],
+               fine_m: list[str | None], opts: DedupeOptions) -> list[tuple[int, int, int, bool]]:
+    """(i, j, distance, mirrored) for rows within the thresholds (either copy mirrored)."""
+    from .grouping import hamming_pairs
+
+    rows = [i for i, v in enumerate(h) if v is not None]
+    if len(rows) < 2:
+        return []
+    own = np.asarray(rows, dtype=np.int64)
+    base = np.asarray([int(h[i], 16) for i in rows], dtype=np.uint64)
+    if opts.mirror:
+        mir = np.asarray([int(hm[i], 16) for i in rows], dtype=np.uint64)
+        allh, owner = np.concatenate([base, mir]), np.concatenate([own, own])
+        is_m = np.concatenate([np.zeros(len(rows), bool), np.ones(len(rows), bool)])
+    else:
+        allh, owner, is_m = base, own, np.zeros(len(rows), bool)
+    cand = hamming_pairs(allh, opts.threshold)
+    out = {}
+    for a, b in cand.tolist():
+        i, j = int(owner[a]), int(owner[b])
+        if i == j or (is_m[a] and is_m[b]):
+            continue
+        i, j = min(i, j), max(i, j)
+        mirrored = bool(is_m[a] or is_m[b])
+        d = (int(allh[a]) ^ int(allh[b])).bit_count()
+        if opts.fine_threshold >= 0:
+            fd = _fine_dist(fine[i], fine_m[j] if mirrored else fine[j])
+            if fd > opts.fine_threshold:
+                continue
+        if (i, j) not in out or d < out[(i, j)][0]:
+            out[(i, j)] = (d, mirrored)
+    return [(i, j, d, m) for (i, j), (d, m) in sorted(out.items())]
+
+
+def _quality(row: dict) -> tuple:
+    """Higher is better: bike not cut off, larger crop, sharper, less busy."""
+    cut = row.get("cut_off")
+    not_cut = 0 if (cut is True or (cut is not None and cut is not pd.NA and bool(cut))) else 1
+    busy = row.get("busy")
+    return (not_cut, row.get("area") or 0, row.get("sharp") or 0.0,
+            -(busy if busy is not None else 0.0))
+
+
+def _why(best: dict, second: dict) -> str:
+    if _quality(best)[0] != _quality(second)[0]:
+        return "bike not cut off"
+    if (best.get("area") or 0) != (second.get("area") or 0):
+        return f"larger crop ({best['size']} vs {second['size']})"
+    if (best.get("sharp") or 0) != (second.get("sharp") or 0):
+        return f"sharper (Laplacian variance {best['sharp']:.0f} vs {second['sharp']:.0f})"
+    if (best.get("busy") or 0) != (second.get("busy") or 0):
+        return f"less busy background ({best['busy']:.3f} vs {second['busy']:.3f})"
+    return "identical quality: first by path"
+
+
+def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
+    """From per-row hashes and quality (`q`, one row per manifest row, in order) to the dup columns.
+
+    `q` columns: sample_id, path, crop_index, pixel_hash, phash, phash_mirror, phash_fine,
+    phash_fine_mirror, area, size, sharp, busy, cut_off.
+    """
+    from .grouping import connected_groups
+    from .hashing import signatures_match
+
+    n = len(q)
+    nn = lambda col: [v if present(v) else None for v in q[col].tolist()]  # noqa: E731
+    sig, h, hm, fine, fine_m = (nn(c) for c in ("pixel_hash", "phash", "phash_mirror",
+                                                  "phash_fine", "phash_fine_mirror"))
+    crop_index = [int(v) for v in q["crop_index"].fillna(0).tolist()]
+    ex = exact_pairs(sig, crop_index, opts.exact_tol)
+    near = near_pairs(h, hm, fine, fine_m, opts)
+    log.info("dedupe: %d exact pair(s), %d near pair(s)", len(ex), len(near))
+    pairs = np.asarray([(i, j) for i, j in ex] + [(i, j) for i, j, _, _ in near],
+                       dtype=np.int64).reshape(-1, 2)
+    labels = connected_groups(n, pairs)
+    sizes = np.bincount(labels, minlength=n)
+    rows = q.to_dict("records")
+    order_key = [(str(r["path"]), crop_index[i]) for i, r in enumerate(rows)]
+
+    dup_group = [None] * n
+    is_dup = [None if sig[i] is None and h[i] is None else False for i in range(n)]
+    keeper = [None] * n
+    reason = [None] * n
+    for i in range(n):
+        if is_dup[i] is None:
+            reason[i] = "not hashed: " + str(rows[i].get("hash_error") or "no pixels")
+    roots = np.flatnonzero(sizes > 1)
+    members_of: dict[int, list[int]] = {}
+    for i in np.flatnonzero(sizes[labels] > 1).tolist():
+        members_of.setdefault(int(labels[i]), []).append(i)
+    for gid, root in enumerate(sorted(roots.tolist())):
+        members = sorted(members_of[int(root)], key=lambda i: order_key[i])
+        ranked = sorted(members, key=lambda i: _quality(rows[i]), reverse=True)  # stable: path order
+        best = ranked[0]
+        for i in members:
+            dup_group[i] = gid
+        keeper[best] = True
+        is_dup[best] = False
+        reason[best] = f"kept: {_why(rows[best], rows[ranked[1]])}"
+        for i in ranked[1:]:
+            keeper[i] = False
+            is_dup[i] = True
+            if sig[i] and sig[best] and crop_index[i] == crop_index[best] and \
+                    signatures_match(sig[i], sig[best], opts.exact_tol):
+                kind = "exact duplicate"
+            elif h[i] and h[best]:
+                d = (int(h[i], 16) ^ int(h[best], 16)).bit_count()
+                dm = (int(h[i], 16) ^ int(hm[best], 16)).bit_count() if opts.mirror else 99
+                kind = (f"near duplicate ({opts.method} distance {min(d, dm)}"
+                        f"{', mirrored' if dm < d else ''})")
+            else:
+                kind = "duplicate"
+            reason[i] = f"{kind} of {rows[best]['sample_id']} ({rows[best]['path']})"
+    return pd.DataFrame({
+        "sample_id": q["sample_id"].astype("string"),
+        "dup_group": pd.array(dup_group, dtype="Int64"),
+        "is_duplicate": pd.array(is_dup, dtype="boolean"),
+        "dup_keeper": pd.array(keeper, dtype="boolean"),
+        "dup_reason": pd.array(reason, dtype="string"),
+    })
+
+
+# ------------------------------------------------------------------ the stage
+
+HASH_COLUMNS = ("pixel_hash", "phash", "phash_mirror", "phash_fine", "phash_fine_mirror",
+                "hash_error")
+
+
+def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
+                    progress: bool = True) -> Manifest:
+    """Hash every row (resuming), group duplicates, choose keepers; rewrite the manifest in place."""
+    from .pool import map_chunks, resolve_workers
+
+    opts.validate()
+    manifest_path = Path(manifest_path)
+    m = read_manifest(manifest_path)
+    if m.root is None:
+        raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
+    df = m.df
+    folder = m.folder
+    jobs = [row_job(folder, m.root, r) for r in df.to_dict("records")]
+    plog = PartialLog(manifest_path, STAGE, _key(opts))
+    done = {} if opts.force else plog.load()
+    if opts.force:
+        plog.remove()
+    # rows hashed by an earlier complete run with the same method and same source are reused
+    prev = m.stage_params(STAGE) or {}
+    if not opts.force and prev.get("method") == opts.method and "hash_source" in df.columns:
+        for r in df.to_dict("records"):
+            sid = str(r["sample_id"])
+            if sid not in done and present(r.get("hash_source")) and present(r.get("q_area")):
+                done[sid] = {c: (r.get(c) if present(r.get(c)) else None)
+                             for c in (*HASH_COLUMNS, "hash_source")}
+                done[sid].update(sample_id=sid, q_area=r.get("q_area"), q_size=r.get("q_size"),
+                                 q_sharp=r.get("q_sharp"), q_busy=r.get("q_busy"))
+    todo = [j for j in jobs if j["sample_id"] not in done
+            or done[j["sample_id"]].get("hash_source") not in (j["sample"], _rel(folder, j["sample"]))]
+    log.info("dedupe: %d row(s) to hash, %d reused", len(todo), len(jobs) - len(todo))
+    workers = resolve_workers(opts.workers)
+    for chunk in map_chunks(partial(hash_chunk, method=opts.method), todo, workers=workers,
+                            chunk_size=16, progress=progress, desc="dedupe: hashing", unit="img"):
+        for r in chunk:
+            r["hash_source"] = _rel(folder, r["hash_source"])
+        plog.append(chunk)
+        for r in chunk:
+            done[r["sample_id"]] = r
+    res = pd.DataFrame([{**{c: None for c in (*HASH_COLUMNS, "q_area", "q_size", "q_sharp",
+                                              "q_busy")}, **done.get(j["sample_id"], {}),
+                         "sample_id": j["sample_id"]} for j in jobs])
+    # keeper quality: score columns when present (more faithful), else what hashing measured
+    q = pd.DataFrame({
+        "sample_id": df["sample_id"].astype(str).to_numpy(),
+        "path": df["path"].astype(str).to_numpy(),
+        "crop_index": df["crop_index"].to_numpy(),
+        "pixel_hash": res["pixel_hash"].to_numpy(), "phash": res["phash"].to_numpy(),
+        "phash_mirror": res["phash_mirror"].to_numpy(), "phash_fine": res["phash_fine"].to_numpy(),
+        "phash_fine_mirror": res["phash_fine_mirror"].to_numpy(),
+        "hash_error": res["hash_error"].to_numpy(),
+        "area": res["q_area"].to_numpy(), "size": res["q_size"].to_numpy(),
+        "sharp": _prefer(df, "blur_raw", res["q_sharp"]),
+        "busy": _prefer(df, "busy_raw", res["q_busy"]),
+        "cut_off": df["cut_off"].to_numpy() if "cut_off" in df.columns else [None] * len(df),
+    })
+    q = q.astype(object).where(pd.notna(q), None)
+    groups = group_rows(q, opts)
+    new = pd.DataFrame({
+        "sample_id": df["sample_id"].astype("string").to_numpy(),
+        **{c: pd.array(res[c].tolist(), dtype="string") for c in HASH_COLUMNS},
+        "hash_source": pd.array(res["hash_source"].tolist(), dtype="string"),
+        "q_area": pd.array(res["q_area"].tolist(), dtype="Int64"),
+        "q_size": pd.array(res["q_size"].tolist(), dtype="string"),
+        "q_sharp": pd.array(res["q_sharp"].tolist(), dtype="Float32"),
+        "q_busy": pd.array(res["q_busy"].tolist(), dtype="Float32"),
+    })
+    for c in ("dup_group", "is_duplicate", "dup_keeper", "dup_reason"):
+        new[c] = groups[c].to_numpy()
+        new[c] = new[c].astype(groups[c].dtype)
+    m.df = merge_columns(df, new)
+    params = {**asdict(opts), "workers": workers, "hash_bits": 64, "fine_bits": FINE_BITS,
+              "signature": "16x16 area-averaged luma + size", "groups": int(groups["dup_group"].nunique()),
+              "duplicates": int(groups["is_duplicate"].fillna(False).sum())}
+    write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
+    plog.remove()
+    return m
+
+
+def _rel(folder: Path, p: str) -> str:
+    """`p` relative to the manifest folder when inside it, else as given (symlinks not followed:
+    a user's path may be a broken link or a link loop)."""
+    ap, af = os.path.abspath(p), os.path.abspath(folder)
+    if os.path.commonpath([ap, af]) == af:
+        return Path(os.path.relpath(ap, af)).as_posix()
+    return str(p)
+
+
+def _prefer(df: pd.DataFrame, col: str, fallback: pd.Series):
+    if col in df.columns:
+        have = df[col].astype("Float64")
+        return have.fillna(pd.Series(fallback.to_numpy(), index=have.index).astype("Float64")).to_numpy()
+    return fallback.to_numpy()

@@ -1,0 +1,127 @@
+"""Hashes of a sample's pixels.
+
+- `pixel_signature`: the exact-duplicate key. It is taken from the *decoded
+  pixels*, not the file bytes, so a copy that differs only in metadata matches.
+  A JPEG re-saved even at quality 100 is not pixel-identical (the DCT is
+  re-quantised, chroma re-subsampled), so the signature is a 16x16 area-averaged
+  luma thumbnail (each cell averages hundreds of pixels, which cancels the
+  re-encoding noise) stored with the image size; two signatures are the same
+  image when the sizes are equal and no cell differs by more than a small
+  tolerance (`signatures_match`). A hash of quantised values would not do: a
+  cell that sits on a quantisation boundary flips under re-encoding.
+- `HASHERS`: the imagehash perceptual hashes (64-bit), pHash by default, and
+  `hash_with_mirror`, which also hashes the left-right mirror image so that a
+  flipped copy is found by the same Hamming search.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+SIGNATURE_SIDE = 16
+HASH_SIZE = 8           # 8x8 = 64-bit perceptual hashes
+
+
+def _phash(img):
+    import imagehash
+
+    return imagehash.phash(img, hash_size=HASH_SIZE)
+
+
+def _dhash(img):
+    import imagehash
+
+    return imagehash.dhash(img, hash_size=HASH_SIZE)
+
+
+def _whash(img):
+    import imagehash
+
+    return imagehash.whash(img, hash_size=HASH_SIZE)
+
+
+# name -> function(PIL image) -> imagehash.ImageHash with 64 bits
+HASHERS: dict[str, Callable] = {"phash": _phash, "dhash": _dhash, "whash": _whash}
+
+
+def _fine(kind: str):
+    def fine(img) -> str:
+        """The 256-bit (16x16) version of the hash, as hex: verifies 64-bit candidates."""
+        import imagehash
+
+        return str(getattr(imagehash, kind)(img, hash_size=FINE_SIZE))
+    fine.__name__ = f"{kind}_fine"
+    return fine
+
+
+FINE_SIZE = 16
+HASHERS_FINE: dict[str, Callable] = {k: _fine(k) for k in HASHERS}
+
+
+def load_rgb(path) -> Image.Image:
+    """Decode an image fully, honouring EXIF orientation, as RGB."""
+    from PIL import ImageOps
+
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        return im.convert("RGB")
+
+
+def pixel_signature(img: Image.Image) -> str:
+    """`"<w>x<h>-<hex of the 16x16 area-averaged luma thumbnail>"` (see module doc)."""
+    w, h = img.size
+    grey = img.convert("L") if img.mode != "L" else img
+    thumb = grey.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.Resampling.BOX)
+    return f"{w}x{h}-{np.asarray(thumb, dtype=np.uint8).tobytes().hex()}"
+
+
+def parse_signature(sig: str) -> tuple[int, int, np.ndarray]:
+    size, _, hexdata = sig.partition("-")
+    w, h = (int(v) for v in size.split("x"))
+    return w, h, np.frombuffer(bytes.fromhex(hexdata), dtype=np.uint8)
+
+
+def signatures_match(a: str, b: str, tol: int = 2) -> bool:
+    wa, ha, ta = parse_signature(a)
+    wb, hb, tb = parse_signature(b)
+    if (wa, ha) != (wb, hb):
+        return False
+    return int(np.abs(ta.astype(np.int16) - tb.astype(np.int16)).max()) <= tol
+
+
+def hash_int(h) -> int:
+    """An imagehash.ImageHash of 64 bits as an unsigned int."""
+    bits = np.asarray(h.hash, dtype=bool).ravel()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def perceptual_hash(img: Image.Image, method: str = "phash") -> int:
+    if method not in HASHERS:
+        raise ValueError(f"unknown hash method {method!r}; choose from {', '.join(HASHERS)}")
+    return hash_int(HASHERS[method](img))
+
+
+def hash_with_mirror(img: Image.Image, method: str = "phash") -> tuple[int, int]:
+    """Hash of the image and of its left-right mirror image."""
+    mirror = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return perceptual_hash(img, method), perceptual_hash(mirror, method)
+
+
+def to_hex(v: int) -> str:
+    return f"{v:016x}"
+
+
+def from_hex(s: str) -> int:
+    return int(s, 16)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+

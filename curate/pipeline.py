@@ -1,0 +1,94 @@
+"""`curate run`: scan, repair, detect, dedupe, score, filter and report, in order, resuming.
+
+Each stage resumes by itself (it skips rows it already handled with the same
+parameters), so running the pipeline again after an interruption redoes only
+what is missing.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manifests import read_manifest
+from manifests.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.parquet"
+CLEAN_NAME = "clean.parquet"
+REPORT_DIRNAME = "report"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    weights: str = "yolo11n.pt"
+    device: str = "auto"
+    workers: int | None = None
+    per_image: str = "primary"
+    report: bool = True
+
+
+@dataclass
+class RunResult:
+    manifest: Path
+    clean: Path
+    report: Path | None
+    files_in: int
+    repaired: int
+    kept: int
+    removed: dict[str, int] = field(default_factory=dict)
+
+    def summary_rows(self) -> list[tuple[str, int]]:
+        rows = [("files in", self.files_in), ("repaired", self.repaired)]
+        rows += [(f"rejected: {reason}", n) for reason, n in sorted(self.removed.items()) if n]
+        rows.append(("kept", self.kept))
+        return rows
+
+
+def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *,
+                 progress: bool = True) -> RunResult:
+    from .dedupe import dedupe_manifest
+    from .detect import DetectOptions, detect_manifest
+    from .filter import filter_manifest
+    from .repair import repair_manifest
+    from .scan import scan_folder
+    from .score import score_manifest
+
+    folder, workdir = Path(folder), Path(workdir)
+    if not folder.is_dir():
+        raise UserError(f"FOLDER: {folder} is not a directory")
+    workdir.mkdir(parents=True, exist_ok=True)
+    manifest = workdir / MANIFEST_NAME
+    existing = read_manifest(manifest) if manifest.exists() else None
+    if existing is not None and existing.root and Path(existing.root).resolve() != folder.resolve():
+        raise UserError(f"-o {workdir}: holds a manifest of {existing.root}, not {folder}; "
+                        "choose another work folder")
+
+    log.info("scan %s", folder)
+    scan_folder(folder, manifest, workers=opts.workers, progress=progress)
+    log.info("repair")
+    repair_manifest(manifest, workers=opts.workers, progress=progress)
+    log.info("detect")
+    detect_manifest(manifest, DetectOptions(weights=opts.weights, device=opts.device,
+                                            per_image=opts.per_image), progress=progress)
+    log.info("dedupe")
+    dedupe_manifest(manifest, progress=progress)
+    log.info("score")
+    score_manifest(manifest, progress=progress)
+    clean = workdir / CLEAN_NAME
+    result = filter_manifest(manifest, clean)
+    report = None
+    if opts.report:
+        from .report import write_report
+
+        report = write_report(manifest, workdir / REPORT_DIRNAME)
+
+    df = read_manifest(manifest).df
+    files_in = int((df["crop_index"] == 0).sum())
+    repaired = 0
+    if "repair_action" in df.columns:
+        actions = df["repair_action"].astype("string")
+        repaired = int(actions.isin(["converted", "best_frame", "recovered"]).sum())
+    return RunResult(manifest=manifest, clean=clean, report=report, files_in=files_in,
+                     repaired=repaired, kept=result.kept, removed=dict(result.removed))

@@ -1,0 +1,46 @@
+"""`curate run FOLDER -o WORK`: the whole curation job."""
+from pathlib import Path
+
+import click
+
+from .pipeline import RunOptions
+
+D = RunOptions()
+
+
+@click.command("run")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "workdir", type=click.Path(path_type=Path), default=Path("work"),
+              show_default=True, help="Work folder: manifest, cache, clean.parquet, report.")
+@click.option("--weights", default=D.weights, show_default=True,
+              help="YOLO weights: a name ultralytics downloads when online, or a local file.")
+@click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Processes (default: all cores).")
+@click.option("--per-image", type=click.Choice(["primary", "all"]), default=D.per_image, show_default=True,
+              help="One sample per photo (its main motorbike) or one per motorbike.")
+@click.option("--no-report", is_flag=True, help="Skip the HTML report.")
+def run(folder, workdir, weights, device, workers, per_image, no_report):
+    """Scan, repair, detect, dedupe, score and filter FOLDER, resuming what is done.
+
+    Review is a separate, optional step afterwards: `curate review`, then `curate filter` again.
+
+    \b
+    Examples:
+      curate run ./photos -o work/
+      curate run ./photos -o work/ --weights ~/models/yolo11n.pt --device cpu
+      curate run -- -odd-name-folder -o work/
+    """
+    from .pipeline import run_pipeline
+
+    opts = RunOptions(weights=weights, device=device, workers=workers, per_image=per_image,
+                      report=not no_report)
+    res = run_pipeline(folder, workdir, opts)
+    width = max(len(k) for k, _ in res.summary_rows())
+    click.echo("")
+    for k, v in res.summary_rows():
+        click.echo(f"  {k:<{width}}  {v:>7}")
+    click.echo("")
+    click.echo(f"manifest: {res.manifest}")
+    click.echo(f"clean:    {res.clean}")
+    if res.report:
+        click.echo(f"report:   {res.report}")

@@ -1,0 +1,210 @@
+"""`curate score`: quality checks on each sample's final crop (see `curate.checks`).
+
+Writes, per check NAME in `curate.checks.CHECKS`: `NAME_raw`, `NAME_score` in
+[0, 1] and `NAME_flag`, plus `subject_frac`; the thresholds, score mappings and
+measuring size go into the write's params. `reflag` applies new thresholds to
+the stored scores without reading any image.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from manifests import Manifest, UserError, merge_columns, read_manifest, write_manifest
+from manifests.paths import present
+
+from . import checks
+from .dedupe import PartialLog, _list, _rel, row_job
+
+log = logging.getLogger(__name__)
+
+STAGE = "score"
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    thresholds: tuple[tuple[str, float], ...] = ()   # overrides of the calibrated defaults
+    size: int = checks.MEASURE_SIDE                  # longer side the crop is measured at
+    workers: int | None = None
+    force: bool = False                              # re-measure every row
+
+    def resolved_thresholds(self) -> dict[str, float]:
+        return {**{n: c.threshold for n, c in checks.CHECKS.items()}, **validate_thresholds(
+            dict(self.thresholds))}
+
+
+def validate_thresholds(th: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for name, v in th.items():
+        if name not in checks.CHECKS:
+            raise UserError(f"--threshold: unknown check {name!r}; choose from {', '.join(checks.CHECKS)}")
+        v = float(v)
+        if not 0.0 <= v <= 1.0 or math.isnan(v):
+            raise UserError(f"--threshold {name}: must be a score in [0, 1] (got {v})")
+        out[name] = v
+    return out
+
+
+def _others(row, crop_box) -> int | None:
+    """Detections other than this row's bike that overlap its crop by >= 25% of their own area."""
+    dets = _list(row.get("detections"))
+    primary = _list(row.get("primary_box"))
+    if dets is None:
+        return 0 if present(row.get("detect_status")) and crop_box else None
+    if not crop_box:
+        return None
+    n = 0
+    for d in dets:
+        b = [float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"])]
+        if primary and all(abs(b[k] - float(primary[k])) < 0.5 for k in range(4)):
+            continue
+        area = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+        iw = min(b[2], crop_box[2]) - max(b[0], crop_box[0])
+        ih = min(b[3], crop_box[3]) - max(b[1], crop_box[1])
+        if area > 0 and iw > 0 and ih > 0 and iw * ih >= 0.25 * area:
+            n += 1
+    return n
+
+
+def score_row(job: dict, size: int) -> dict:
+    from PIL import Image, UnidentifiedImageError
+
+    from .hashing import load_rgb
+
+    out = {"sample_id": job["sample_id"], "score_source": job["sample"]}
+    if not job["usable"]:
+        out["score_error"] = "not decodable (scan status not ok, no repaired copy)"
+        return out
+    try:
+        img = load_rgb(job["sample"])
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
+            SyntaxError) as exc:
+        out["score_error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"],
+                                n_others=job.get("others"), side=size)
+    out.update({f"{k}_raw": v for k, v in raw.items() if k in checks.CHECKS})
+    out["subject_frac"] = raw["subject_frac"]
+    return out
+
+
+def score_chunk(jobs: list[dict], size: int) -> list[dict]:
+    return [score_row(j, size) for j in jobs]
+
+
+def _key(opts: ScoreOptions) -> str:
+    return hashlib.sha256(f"v1:{opts.size}:{','.join(checks.CHECKS)}".encode()).hexdigest()[:12]
+
+
+def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """raw -> score -> flag for every check, typed for the manifest."""
+    out = pd.DataFrame({"sample_id": raws["sample_id"].astype("string").to_numpy()})
+    for name, c in checks.CHECKS.items():
+        raw = [v if present(v) else None for v in raws.get(f"{name}_raw", [None] * len(raws))]
+        sc = [c.score(v) for v in raw]
+        out[f"{name}_raw"] = pd.array(raw, dtype="Float32")
+        out[f"{name}_score"] = pd.array(sc, dtype="Float32")
+        out[f"{name}_flag"] = pd.array([None if s is None else s >= thresholds[name] for s in sc],
+                                       dtype="boolean")
+    return out
+
+
+def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
+                   progress: bool = True) -> Manifest:
+    """Measure every row's crop (resuming), score and flag; rewrite the manifest in place."""
+    from .pool import map_chunks, resolve_workers
+
+    thresholds = opts.resolved_thresholds()
+    if not 32 <= opts.size <= 2048:
+        raise UserError(f"--size must be in 32..2048 (got {opts.size})")
+    manifest_path = Path(manifest_path)
+    m = read_manifest(manifest_path)
+    if m.root is None:
+        raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
+    df, folder = m.df, m.folder
+    jobs = []
+    for r in df.to_dict("records"):
+        j = row_job(folder, m.root, r)
+        j["others"] = _others(r, _list(r.get("crop_box")))
+        jobs.append(j)
+    plog = PartialLog(manifest_path, STAGE, _key(opts))
+    if opts.force:
+        plog.remove()
+    done = {} if opts.force else plog.load()
+    prev = m.stage_params(STAGE) or {}
+    if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns:
+        for r in df.to_dict("records"):
+            sid = str(r["sample_id"])
+            if sid not in done and present(r.get("score_source")) and (
+                    present(r.get("blur_raw")) or present(r.get("score_error"))):
+                done[sid] = {k: (r.get(k) if present(r.get(k)) else None) for k in
+                             ("score_source", "score_error", "subject_frac",
+                              *(f"{n}_raw" for n in checks.CHECKS))}
+                done[sid]["sample_id"] = sid
+    todo = [j for j in jobs if j["sample_id"] not in done
+            or done[j["sample_id"]].get("score_source") not in (j["sample"], _rel(folder, j["sample"]))]
+    # `crowded` depends on the detections, not the pixels: always from the current row
+    log.info("score: %d row(s) to measure, %d reused", len(todo), len(jobs) - len(todo))
+    workers = resolve_workers(opts.workers)
+    for chunk in map_chunks(partial(score_chunk, size=opts.size), todo, workers=workers,
+                            chunk_size=16, progress=progress, desc="score", unit="img"):
+        for r in chunk:
+            r["score_source"] = _rel(folder, r["score_source"])
+        plog.append(chunk)
+        for r in chunk:
+            done[r["sample_id"]] = r
+    recs = []
+    for j in jobs:
+        r = dict(done.get(j["sample_id"], {}))
+        r["sample_id"] = j["sample_id"]
+        if r.get("score_error") is None and r.get("blur_raw") is not None:
+            r["crowded_raw"] = j["others"]
+        recs.append(r)
+    raws = pd.DataFrame(recs)
+    new = _columns(raws, thresholds)
+    new["subject_frac"] = pd.array([v if present(v) else None
+                                    for v in raws.get("subject_frac", [None] * len(raws))],
+                                   dtype="Float32")
+    for c in ("score_source", "score_error"):
+        new[c] = pd.array([v if present(v) else None for v in raws.get(c, [None] * len(raws))],
+                          dtype="string")
+    m.df = merge_columns(df, new)
+    params = {"size": opts.size, "workers": workers, "force": opts.force,
+              "checks": checks.describe(thresholds), "thresholds": thresholds,
+              "flagged": {n: int(new[f"{n}_flag"].fillna(False).sum()) for n in checks.CHECKS}}
+    write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
+    plog.remove()
+    return m
+
+
+def reflag(manifest_path, thresholds: dict[str, float]) -> Manifest:
+    """Recompute `NAME_flag` from the stored `NAME_score` with new thresholds (no image I/O)."""
+    manifest_path = Path(manifest_path)
+    new_th = validate_thresholds(thresholds)
+    m = read_manifest(manifest_path)
+    prev = m.stage_params(STAGE)
+    if prev is None:
+        raise UserError(f"{manifest_path}: no score results to re-threshold; run `curate score` first")
+    th = {**prev.get("thresholds", {}), **new_th}
+    df = m.df
+    for name in new_th:
+        col = f"{name}_score"
+        if col not in df.columns:
+            raise UserError(f"--threshold {name}: manifest has no {col} column")
+        sc = df[col].astype("Float32")
+        df[f"{name}_flag"] = (sc >= th[name]).astype("boolean")
+    params = {**prev, "thresholds": th, "checks": checks.describe(th), "rethreshold": sorted(new_th),
+              "flagged": {n: int(df[f"{n}_flag"].fillna(False).sum())
+                          for n in checks.CHECKS if f"{n}_flag" in df.columns}}
+    m.df = df
+    write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
+    return m
+
+
+__all__ = ["ScoreOptions", "reflag", "score_manifest", "validate_thresholds"]

@@ -1,0 +1,63 @@
+"""Complete, atomically written checkpoints that load with `torch.load(..., weights_only=True)`.
+
+A checkpoint holds G, D, the EMA generator, both optimisers, the step, the resolved config, the data
+it was trained on, and every RNG state (torch CPU, CUDA, and the step generator with its sampler),
+so `--resume` continues a killed run exactly. Only tensors and plain Python values go in.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = 1
+
+
+def rng_states() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(path: Path, payload: dict) -> Path:
+    """Write `payload` (plus the format number and RNG states) to `path` atomically."""
+    path = Path(path)
+    payload = {"format": FORMAT, "rng": rng_states(), **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    from .config import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise UserError(f"checkpoint {path}: no such file")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; name it and stop
+        raise UserError(f"checkpoint {path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT or "G" not in ck:
+        raise UserError(f"checkpoint {path}: not a gan checkpoint of format {FORMAT}")
+    return ck

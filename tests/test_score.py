@@ -1,0 +1,212 @@
+"""curate score: each check on synthetic crops with a known answer, real photos, reflag, resume, CLI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from curate import checks
+from curate.score import ScoreOptions, reflag, score_manifest
+from manifests import read_manifest
+from manifests.schema import score as score_schema
+from tests.test_dedupe import by_path, make_manifest, photo
+
+
+def test_schema_lists_every_registered_check():
+    assert tuple(checks.CHECKS) == score_schema.CHECK_NAMES
+
+
+def bike(bg: str, size=(300, 200), box=(60, 40, 240, 160), seed=0) -> Image.Image:
+    """A 'bike' (dark wheels and frame) on a plain or a cluttered background."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    if bg == "plain":
+        img = Image.new("RGB", size, (245, 245, 245))
+    else:   # street clutter: many small objects of every tone
+        img = Image.new("RGB", size, (120, 120, 120))
+        d = ImageDraw.Draw(img)
+        for _ in range(2500):
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            d.rectangle([x, y, x + int(rng.integers(2, 12)), y + int(rng.integers(2, 12))],
+                        fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    d = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = box
+    d.rectangle(box, fill=(200, 30, 30))
+    r = (y1 - y0) // 3
+    for cx in (x0 + r, x1 - r):
+        d.ellipse([cx - r, y1 - 2 * r, cx + r, y1], outline=(10, 10, 10), width=6)
+    return img
+
+
+def raw_of(img, box=None, **kw):
+    return checks.measure_sample(img, box, **kw)
+
+
+def test_busy_outside_box_separates_plain_from_cluttered():
+    box = (60, 40, 240, 160)
+    plain = raw_of(bike("plain"), box)["busy"]
+    busy = raw_of(bike("street"), box)["busy"]
+    assert plain < 0.05
+    assert checks.CHECKS["busy"].score(plain) < checks.CHECKS["busy"].threshold
+    assert checks.CHECKS["busy"].score(busy) > checks.CHECKS["busy"].threshold
+    # the bike itself does not count: a cluttered *subject* on a plain background stays calm
+    img = bike("plain")
+    ImageDraw.Draw(img).rectangle(box, fill=(0, 0, 0))
+    for k in range(10):
+        ImageDraw.Draw(img).line([60 + 18 * k, 40, 60 + 18 * k, 160], fill=(255, 255, 255), width=3)
+    assert raw_of(img, box)["busy"] < 0.05
+    # without a box: the border band of the image
+    thr = checks.CHECKS["busy"].threshold
+    assert raw_of(bike("street"))["busy"] > thr > 0.05 > raw_of(bike("plain"))["busy"]
+
+
+def test_blur_dark_bright_grey_aspect_small_crowded():
+    sharp = photo(1, (256, 180))
+    blurred = sharp.filter(ImageFilter.GaussianBlur(4))
+    assert raw_of(sharp)["blur"] > 5 * raw_of(blurred)["blur"]
+    s = checks.score_all(raw_of(blurred))
+    assert s["blur_flag"] is True and checks.score_all(raw_of(sharp))["blur_flag"] is False
+
+    dark = Image.fromarray((np.asarray(sharp) * 0.15).astype(np.uint8))
+    bright = Image.fromarray((255 - (255 - np.asarray(sharp)) * 0.1).astype(np.uint8))
+    assert checks.score_all(raw_of(dark))["dark_flag"] is True
+    assert checks.score_all(raw_of(bright))["bright_flag"] is True
+    mid = checks.score_all(raw_of(Image.new("RGB", (100, 80), (128, 110, 100))))
+    assert mid["dark_flag"] is False and mid["bright_flag"] is False
+
+    grey_rgb = sharp.convert("L").convert("RGB")            # RGB mode, grey content
+    assert checks.score_all(raw_of(grey_rgb))["grey_flag"] is True
+    assert checks.score_all(raw_of(sharp))["grey_flag"] is False
+
+    assert checks.score_all(raw_of(sharp.resize((600, 100))))["aspect_flag"] is True
+    assert checks.score_all(raw_of(sharp.resize((100, 300))))["aspect_flag"] is True
+    assert checks.score_all(raw_of(sharp.resize((200, 140))))["aspect_flag"] is False
+
+    assert checks.score_all(raw_of(sharp, (10, 10, 50, 40), box_orig_side=40))["small_flag"] is True
+    assert checks.score_all(raw_of(sharp, (10, 10, 250, 170), box_orig_side=400))["small_flag"] is False
+    assert checks.score_all(raw_of(sharp))["small_flag"] is None     # no box: not measurable
+    assert checks.score_all(raw_of(sharp, n_others=3))["crowded_flag"] is True
+    assert checks.score_all(raw_of(sharp, n_others=0))["crowded_flag"] is False
+    for name, c in checks.CHECKS.items():
+        for v in (0.0, 1e-6, 0.5, 3.0, 1e4):
+            sc = c.score(v)
+            assert 0.0 <= sc <= 1.0 and not math.isnan(sc), name
+
+
+@pytest.fixture()
+def scored_folder(tmp_path):
+    """Photos with detect-stage crop columns (crops made with PIL) plus one without a crop."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    work = tmp_path / "work"
+    (work / "cache" / "crops").mkdir(parents=True)
+    extra = {}
+    for name, bg in (("plain.png", "plain"), ("street.png", "street")):
+        img = bike(bg, size=(400, 300), box=(100, 80, 300, 220))
+        img.save(root / name)
+        cb = [80, 66, 320, 234]
+        img.crop(cb).save(work / "cache" / "crops" / name)
+        dets = [{"label": "motorcycle", "conf": 0.9, "x0": 100.0, "y0": 80.0, "x1": 300.0, "y1": 220.0}]
+        if bg == "street":
+            dets += [{"label": "person", "conf": 0.8, "x0": 70.0, "y0": 60.0, "x1": 130.0, "y1": 200.0},
+                     {"label": "car", "conf": 0.7, "x0": 250.0, "y0": 150.0, "x1": 330.0, "y1": 230.0},
+                     {"label": "person", "conf": 0.7, "x0": 0.0, "y0": 0.0, "x1": 30.0, "y1": 40.0}]
+        extra[name] = {"crop_path": f"cache/crops/{name}", "crop_box": cb,
+                       "primary_box": [100.0, 80.0, 300.0, 220.0], "detections": dets,
+                       "detect_status": "ok", "cut_off": False}
+    photo(4).save(root / "nocrop.png")
+    (root / "bad.jpg").write_bytes(b"GIF89a nope")
+    mp = make_manifest(tmp_path, root, ["bad.jpg", "nocrop.png", "plain.png", "street.png"],
+                       status={"bad.jpg": "corrupt"}, extra=extra)
+    return root, mp
+
+
+def test_score_manifest_columns_params_and_crops(scored_folder):
+    root, mp = scored_folder
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    m = read_manifest(mp)
+    rows = by_path(m)
+    p, s = rows["plain.png"], rows["street.png"]
+    assert p["busy_flag"] is False and s["busy_flag"] is True
+    assert s["crowded_raw"] == 2.0 and p["crowded_raw"] == 0.0    # the far person is outside the crop
+    assert abs(p["subject_frac"] - (200 * 140) / (240 * 168)) < 0.03
+    assert p["score_source"] == "cache/crops/plain.png"
+    assert abs(p["aspect_raw"] - 240 / 168) < 1e-3                # measured on the crop
+    assert p["small_raw"] == 200.0
+    n = rows["nocrop.png"]
+    assert pd.isna(n["small_raw"]) and pd.isna(n["subject_frac"]) and not pd.isna(n["busy_raw"])
+    b = rows["bad.jpg"]
+    assert pd.isna(b["busy_raw"]) and pd.isna(b["blur_flag"]) and b["score_error"].startswith("not decodable")
+    params = m.stage_params("score")
+    assert set(params["thresholds"]) == set(checks.CHECKS)
+    assert params["checks"]["busy"]["flag_when"] == "score >= threshold"
+    for name in checks.CHECKS:
+        assert m.df[f"{name}_score"].dropna().between(0, 1).all()
+
+
+def test_reflag_needs_no_images(scored_folder):
+    import shutil
+
+    root, mp = scored_folder
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    shutil.rmtree(root)
+    shutil.rmtree(mp.parent / "cache")
+    before = by_path(read_manifest(mp))
+    assert before["plain.png"]["busy_flag"] is False
+    reflag(mp, {"busy": 0.0})
+    m = read_manifest(mp)
+    after = by_path(m)
+    assert after["plain.png"]["busy_flag"] is True and pd.isna(after["bad.jpg"]["busy_flag"])
+    assert after["plain.png"]["busy_raw"] == before["plain.png"]["busy_raw"]
+    assert m.stage_params("score")["thresholds"]["busy"] == 0.0
+
+
+def test_rerun_reuses_and_threshold_option(scored_folder):
+    root, mp = scored_folder
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    (root / "street.png").unlink()                     # the crop is what is measured: still scored
+    score_manifest(mp, ScoreOptions(workers=1, thresholds=(("busy", 1.0),)), progress=False)
+    m = read_manifest(mp)
+    assert by_path(m)["street.png"]["busy_flag"] is False
+    assert m.stage_params("score")["thresholds"]["busy"] == 1.0
+
+
+def test_cli_score_and_rethreshold(scored_folder, capsys):
+    from curate.cli import main
+
+    root, mp = scored_folder
+    main(["score", "--manifest", str(mp), "--workers", "1", "--no-progress"])
+    assert "busy" in capsys.readouterr().out
+    main(["score", "--manifest", str(mp), "--rethreshold", "--threshold", "busy=0"])
+    assert by_path(read_manifest(mp))["plain.png"]["busy_flag"] is True
+    for bad in (["--threshold", "busy=2"], ["--threshold", "nosuch=0.5"], ["--rethreshold"]):
+        with pytest.raises(SystemExit) as e:
+            main(["score", "--manifest", str(mp), *bad])
+        assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_real_photos_whole_image(tmp_path, caltech, cctv):
+    """Without detection: every real photo gets finite raws; the greyscale Caltech photos are grey."""
+    import shutil
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    names = []
+    for p in sorted(caltech.glob("*.jpg"))[::50] + sorted(cctv.glob("*.jpg"))[:4]:
+        shutil.copy(p, root / p.name)
+        names.append(p.name)
+    greys = [p for p in sorted(caltech.glob("*.jpg")) if Image.open(p).mode == "L"][:3]
+    for p in greys:
+        shutil.copy(p, root / ("grey_" + p.name))
+        names.append("grey_" + p.name)
+    mp = make_manifest(tmp_path, root, sorted(names))
+    score_manifest(mp, ScoreOptions(workers=2), progress=False)
+    rows = by_path(read_manifest(mp))
+    for n, r in rows.items():
+        for c in ("busy", "blur", "dark", "bright", "aspect", "grey"):
+            assert np.isfinite(r[f"{c}_raw"]), (n, c)
+    assert all(rows["grey_" + p.name]["grey_flag"] is True for p in greys)
