@@ -70,11 +70,13 @@ register(Check(
     "blur", "variance of the Laplacian of the grey crop at 256 px (low = blurry)",
     _log_ramp, {"lo": 1000.0, "hi": 30.0}))            # score 0.5 at ~173
 register(Check(
-    "dark", "mean luma (0..1) of the bike box (the whole crop without one)",
-    _ramp, {"lo": 0.40, "hi": 0.10}))                   # flag below 0.25
+    "dark", "95th percentile of luma (0..1) in the bike box (the whole crop without one): low when "
+    "even the highlights are dark; a black bike on black still has bright chrome and reflections",
+    _ramp, {"lo": 0.55, "hi": 0.15}))                   # flag below 0.35
 register(Check(
-    "bright", "mean luma (0..1) of the bike box (the whole crop without one)",
-    _ramp, {"lo": 0.60, "hi": 0.90}))                   # flag above 0.75
+    "bright", "5th percentile of luma (0..1) in the bike box (the whole crop without one): high when "
+    "even the shadows (tyres) are washed out",
+    _ramp, {"lo": 0.45, "hi": 0.85}))                   # flag above 0.65
 register(Check(
     "small", "longer side of the bike box in original-image pixels (null without a box)",
     _ramp, {"lo": 128.0, "hi": 32.0}))                  # flag below 80 px
@@ -177,8 +179,9 @@ def measure_sample(img, box=None, *, box_orig_side: float | None = None, n_other
 
     out["busy"] = busyness(img, box, side)
     out["blur"] = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    out["dark"] = float(luma[subject].mean())
-    out["bright"] = out["dark"]
+    lo, hi = np.percentile(luma[subject], [5, 95])
+    out["dark"] = float(hi)
+    out["bright"] = float(lo)
     out["small"] = float(box_orig_side) if box_orig_side is not None else None
     out["aspect"] = w / h
     chroma = (rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).astype(np.float32) / 255.0
