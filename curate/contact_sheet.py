@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ def contact_sheet(items: list[tuple[Path, str]], out: Path, opts: SheetOptions =
             sheet.paste(im, (x + (opts.tile - im.width) // 2, y + (opts.tile - im.height) // 2))
         if opts.caption_h and caption:
             draw.text((x, y + opts.tile + 1), _fit(draw, caption, font, opts.tile), fill=(0, 0, 0), font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG", optimize=False)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return out

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -106,20 +104,6 @@ def crop_digest(source_sha256: str, crop_box, decoded_from: str = "") -> str:
     """Content address of a crop: the source file's sha256, which decoded copy, the crop box."""
     box = ",".join(str(int(v)) for v in crop_box[:4])
     return hashlib.sha256(f"{source_sha256}|{decoded_from}|{box}".encode()).hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes via a temp file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def recrop(manifest_folder: str | Path, root: str | Path, row) -> bytes:

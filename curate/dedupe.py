@@ -90,22 +90,38 @@ def row_job(folder: Path, root: str, row) -> dict:
             "box": box, "box_side": side, "usable": usable}
 
 
+class JobImageError(Exception):
+    """A row job's image cannot be had; the message is what the stage records as the row's error."""
+
+
+def load_job_rgb(job: dict, key: str = "sample"):
+    """The RGB image at `job[key]` (see `row_job`), or `JobImageError` with the reason:
+    the row is not usable, or the file does not decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .hashing import load_rgb
+
+    if not job["usable"]:
+        raise JobImageError("not decodable (scan status not ok, no repaired copy)")
+    try:
+        return load_rgb(job[key])
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
+            SyntaxError) as exc:
+        raise JobImageError(f"{type(exc).__name__}: {exc}") from None
+
+
 def hash_row(job: dict, method: str) -> dict:
     """Hashes and quality figures of one row; null hashes and a reason when it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from . import checks, hashing
 
     out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
-    if not job["usable"]:
-        out["hash_error"] = "not decodable (scan status not ok, no repaired copy)"
-        return out
     try:
-        img = hashing.load_rgb(job["sample"])
-        full = img if job["decoded"] == job["sample"] else hashing.load_rgb(job["decoded"])
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-            SyntaxError) as exc:
-        out["hash_error"] = f"{type(exc).__name__}: {exc}"
+        img = load_job_rgb(job)
+        full = img if job["decoded"] == job["sample"] else load_job_rgb(job, "decoded")
+    except JobImageError as exc:
+        out["hash_error"] = str(exc)
         return out
     out["pixel_hash"] = hashing.pixel_signature(full)
     h, m = hashing.hash_with_mirror(img, method)
@@ -333,7 +349,7 @@ HASH_COLUMNS = ("pixel_hash", "phash", "phash_mirror", "phash_fine", "phash_fine
 def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
                     progress: bool = True) -> Manifest:
     """Hash every row (resuming), group duplicates, choose keepers; rewrite the manifest in place."""
-    from .pool import map_chunks, resolve_workers
+    from .pool import resolve_workers
 
     opts.validate()
     manifest_path = Path(manifest_path)
@@ -357,17 +373,11 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
                              for c in (*HASH_COLUMNS, "hash_source")}
                 done[sid].update(sample_id=sid, q_area=r.get("q_area"), q_size=r.get("q_size"),
                                  q_sharp=r.get("q_sharp"), q_busy=r.get("q_busy"))
-    todo = [j for j in jobs if j["sample_id"] not in done
-            or done[j["sample_id"]].get("hash_source") not in (j["sample"], _rel(folder, j["sample"]))]
+    todo = stale_jobs(jobs, done, folder, "hash_source")
     log.info("dedupe: %d row(s) to hash, %d reused", len(todo), len(jobs) - len(todo))
     workers = resolve_workers(opts.workers)
-    for chunk in map_chunks(partial(hash_chunk, method=opts.method), todo, workers=workers,
-                            chunk_size=16, progress=progress, desc="dedupe: hashing", unit="img"):
-        for r in chunk:
-            r["hash_source"] = _rel(folder, r["hash_source"])
-        plog.append(chunk)
-        for r in chunk:
-            done[r["sample_id"]] = r
+    run_jobs(partial(hash_chunk, method=opts.method), todo, done, plog, folder, "hash_source",
+             workers=workers, progress=progress, desc="dedupe: hashing")
     res = pd.DataFrame([{**{c: None for c in (*HASH_COLUMNS, "q_area", "q_size", "q_sharp",
                                               "q_busy")}, **done.get(j["sample_id"], {}),
                          "sample_id": j["sample_id"]} for j in jobs])
@@ -406,6 +416,28 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     plog.remove()
     return m
+
+
+def stale_jobs(jobs: list[dict], done: dict[str, dict], folder: Path, source_col: str) -> list[dict]:
+    """The jobs (see `row_job`) with no result in `done`, or one made from another source file."""
+    return [j for j in jobs if j["sample_id"] not in done
+            or done[j["sample_id"]].get(source_col) not in (j["sample"], _rel(folder, j["sample"]))]
+
+
+def run_jobs(fn, todo: list[dict], done: dict[str, dict], plog: PartialLog, folder: Path,
+             source_col: str, *, workers: int, progress: bool, desc: str) -> None:
+    """Run `fn` over chunks of `todo` (see `curate.pool.map_chunks`); each result gets its
+    `source_col` made relative to the manifest folder, goes to `plog` (for resuming) and
+    into `done` by sample_id."""
+    from .pool import map_chunks
+
+    for chunk in map_chunks(fn, todo, workers=workers, chunk_size=16, progress=progress, desc=desc,
+                            unit="img"):
+        for r in chunk:
+            r[source_col] = _rel(folder, r[source_col])
+        plog.append(chunk)
+        for r in chunk:
+            done[r["sample_id"]] = r
 
 
 def _rel(folder: Path, p: str) -> str:

@@ -296,15 +296,16 @@ class _Run:
         self.extras[job.sample_id] = extras
 
     def _write_crop(self, job: _Job, bgr, crop_box) -> dict:
+        from manifests.atomic import write_bytes_atomic
         from manifests.paths import cache_file, relative_to_manifest
 
-        from .crop import crop_digest, crop_png, write_atomic
+        from .crop import crop_digest, crop_png
 
         data = crop_png(bgr[:, :, ::-1], crop_box)
         target = cache_file(self.manifest_path, "crops", crop_digest(job.sha256, crop_box, job.decoded_from))
         sha = hashlib.sha256(data).hexdigest()
         if not (target.is_file() and target.stat().st_size == len(data)):
-            write_atomic(target, data)
+            write_bytes_atomic(target, data)
         return {"crop_path": relative_to_manifest(self.manifest_path, target), "crop_sha256": sha}
 
     @property

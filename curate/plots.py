@@ -1,11 +1,11 @@
 """Histograms of the quality scores (matplotlib's object API: no pyplot, no global backend state)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from manifests.atomic import atomic_path
 
 
 def score_histogram(groups: dict[str, np.ndarray], out: Path, *, title: str,
@@ -35,14 +35,6 @@ def score_histogram(groups: dict[str, np.ndarray], out: Path, *, title: str,
     ax.set_ylabel("samples")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return out

@@ -128,3 +128,26 @@ class Checkpoint:
             self._last = time.monotonic()
             return True
         return False
+
+
+def run_checkpointed(fn: Callable[[list[T]], list[R]], items: Sequence[T],
+                     on_chunk: Callable[[list[R]], None], write: Callable[..., None], *, workers: int,
+                     chunk_size: int, every: int, seconds: float, progress: bool = True,
+                     desc: str = "") -> None:
+    """`map_chunks(fn, items)`, handing each result to `on_chunk`, with checkpoints.
+
+    `write(complete=False)` runs whenever a `Checkpoint(every, seconds)` is due and on
+    Ctrl-C (which is then re-raised, so the next run resumes from there);
+    `write(complete=True)` runs once all items are done.
+    """
+    ckpt = Checkpoint(every, seconds)
+    try:
+        for out in map_chunks(fn, items, workers=workers, chunk_size=chunk_size,
+                              progress=progress, desc=desc):
+            on_chunk(out)
+            if ckpt.add(len(out)):
+                write(complete=False)
+    except KeyboardInterrupt:
+        write(complete=False)  # keep what was done; the next run resumes from here
+        raise
+    write(complete=True)

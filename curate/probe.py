@@ -18,6 +18,7 @@ from PIL import Image
 
 from .normalise import icc_description
 from .sniff import (HEAD_BYTES, IMAGE_FORMATS, NON_IMAGE_FORMATS, declared_size, ext_mismatch,
+                    register_optional_decoders,
                     sniff_format)
 
 CHUNK = 1 << 20
@@ -140,6 +141,7 @@ def probe_file(root: str, relpath: str, problem: str | None = None, *,
 
 
 def _open_and_decode(relpath, source, fmt, suffix, max_pixels, common) -> dict:
+    register_optional_decoders()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bomb warnings, odd EXIF, palette transparency
         try:

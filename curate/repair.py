@@ -38,7 +38,7 @@ from manifests.io import merge_columns
 from manifests.paths import cache_file, relative_to_manifest
 from manifests.schema import repair as repair_schema
 
-from .pool import Checkpoint, map_chunks, resolve_workers
+from .pool import resolve_workers, run_checkpointed
 from .repair_worker import (REPAIR_COLUMNS, REPAIRABLE, RepairOptions, present,
                             decide_without_opening, fine_as_is, repair_file, repair_many)
 
@@ -122,18 +122,14 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
 
     fn = partial(repair_many, root=m.root, opts=opts)
     items = [(r, *cache_target(manifest_path, r, key)) for r in todo]
-    ckpt = Checkpoint(opts.checkpoint_every, opts.checkpoint_seconds)
-    try:
-        for chunk in map_chunks(fn, items, workers=workers, chunk_size=opts.chunk_size,
-                                progress=progress, desc="repair"):
-            for res in chunk:
-                results[res["sample_id"]] = res
-            if ckpt.add(len(chunk)):
-                write(complete=False)
-    except KeyboardInterrupt:
-        write(complete=False)  # keep what was done; the next run resumes from here
-        raise
-    write(complete=True)
+
+    def add(chunk: list[dict]) -> None:
+        for res in chunk:
+            results[res["sample_id"]] = res
+
+    run_checkpointed(fn, items, add, write, workers=workers, chunk_size=opts.chunk_size,
+                     every=opts.checkpoint_every, seconds=opts.checkpoint_seconds,
+                     progress=progress, desc="repair")
     counts = Counter(r["repair_action"] for r in results.values())
     log.info("repaired %s: %d row(s) unchanged since the last repair; %s", manifest_path, reused,
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -10,12 +10,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 
 from PIL import Image, ImageColor
 
+from manifests.atomic import atomic_path
+
 from .frames import best_frame
+from .sniff import register_optional_decoders
 from .normalise import (decoded_row_fraction, exif_orientation, is_srgb, to_srgb_rgb,
                         truncated_images_allowed)
 
@@ -81,12 +83,18 @@ def present(v) -> bool:
     return not (v is None or type(v).__name__ == "NAType" or (isinstance(v, float) and math.isnan(v)))
 
 
+# Formats every later stage (and the people looking at crops) can open; others get a PNG copy.
+PORTABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"})
+
+
 def fine_as_is(row: dict) -> bool:
-    """Decided from the scan columns: RGB, one frame, upright, no ICC or an sRGB one."""
+    """Decided from the scan columns: RGB, one frame, upright, no ICC or an sRGB one, a common format."""
     n = row.get("n_frames")
     o = row.get("exif_orientation")
     icc = row.get("icc_profile")
+    fmt = row.get("format")
     return (row.get("mode") == "RGB" and (not present(n) or n <= 1)
+            and (not present(fmt) or fmt in PORTABLE_FORMATS)
             and (not present(o) or o in (0, 1)) and is_srgb(icc if present(icc) else None))
 
 
@@ -112,17 +120,8 @@ def _save(image: Image.Image, target: str, opts: RepairOptions) -> None:
     """Write the copy atomically (temp file in the same folder, then os.replace)."""
     if os.path.exists(target):  # content-addressed: same source and parameters, same pixels
         return
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         image.save(tmp, "PNG", compress_level=opts.png_compress_level)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _repair_ok(source: str, row: dict, opts: RepairOptions, bg) -> tuple[Image.Image, str, dict, bool]:
@@ -149,6 +148,9 @@ def _repair_ok(source: str, row: dict, opts: RepairOptions, bg) -> tuple[Image.I
         im.load()
         rgb, reasons, used_bg = to_srgb_rgb(im, background=bg, icc=icc, orientation=orientation,
                                             icc_to_srgb=opts.icc_to_srgb)
+        fmt = im.format or row.get("format")
+        if fmt and fmt not in PORTABLE_FORMATS:
+            reasons = [*reasons, f"{fmt} copied as PNG so every stage can read it"]
         return rgb, "; ".join(reasons), extra, used_bg
 
 
@@ -158,6 +160,7 @@ def repair_file(source: str, row: dict, *, target: str, target_rel: str, opts: R
     A copy, when one is needed, is written to `target` (absolute) and recorded as
     `target_rel` (relative to the manifest folder).
     """
+    register_optional_decoders()
     key = opts.key()
     decided = decide_without_opening(row, key)
     if decided is not None:

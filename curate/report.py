@@ -13,9 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from manifests import read_manifest
+from manifests.atomic import write_text_atomic
 from manifests.paths import sample_image_path
 
 from .contact_sheet import SheetOptions, contact_sheet
@@ -177,9 +176,6 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
     parts.append("</body></html>")
 
     index = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.html.", suffix=".tmp", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts) + "\n")
-    os.replace(tmp, index)
+    write_text_atomic(index, "\n".join(parts) + "\n")
     log.info("report: %s", index)
     return index

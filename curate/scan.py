@@ -42,7 +42,7 @@ from manifests.io import Manifest
 from manifests.paths import CACHE_DIRNAME
 from manifests.schema import core
 
-from .pool import Checkpoint, map_chunks, resolve_workers
+from .pool import resolve_workers, run_checkpointed
 from .probe import content_digest, probe_many
 from .walk import Entry, walk_files
 
@@ -213,23 +213,19 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
                                "scanned": len(done) - stats["reused"] - len(missing)})
 
     fn = partial(probe_many, root=str(root), max_pixels=opts.max_pixels)
-    ckpt = Checkpoint(opts.checkpoint_every, opts.checkpoint_seconds)
-    try:
-        for results in map_chunks(fn, todo, workers=workers, chunk_size=opts.chunk_size,
-                                  progress=progress, desc="scan"):
-            for r in results:
-                if r.get("unchanged"):
-                    r = {**old_rows[r["path"]], "mtime_ns": r["mtime_ns"]}
-                    stats["reused"] += 1
-                else:
-                    r["sample_id"] = sample_id(content_digest(r), r["path"], 0)
-                done[r["path"]] = r
-            if ckpt.add(len(results)):
-                write(complete=False)
-    except KeyboardInterrupt:
-        write(complete=False)  # keep what was done; the next run resumes from here
-        raise
-    write(complete=True)
+
+    def add(results: list[dict]) -> None:
+        for r in results:
+            if r.get("unchanged"):
+                r = {**old_rows[r["path"]], "mtime_ns": r["mtime_ns"]}
+                stats["reused"] += 1
+            else:
+                r["sample_id"] = sample_id(content_digest(r), r["path"], 0)
+            done[r["path"]] = r
+
+    run_checkpointed(fn, todo, add, write, workers=workers, chunk_size=opts.chunk_size,
+                     every=opts.checkpoint_every, seconds=opts.checkpoint_seconds,
+                     progress=progress, desc="scan")
     counts = Counter(r["status"] for r in done.values())
     log.info("scanned %s: %d file(s), %d unchanged, %d gone; %s", root, len(entries), stats["reused"],
              len(missing), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

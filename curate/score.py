@@ -20,7 +20,8 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
-from .dedupe import PartialLog, _list, _rel, row_job
+from .dedupe import (JobImageError, PartialLog, _list, load_job_rgb, row_job, run_jobs,
+                     stale_jobs)
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,11 @@ def _others(row, crop_box) -> int | None:
 
 
 def score_row(job: dict, size: int) -> dict:
-    from PIL import Image, UnidentifiedImageError
-
-    from .hashing import load_rgb
-
     out = {"sample_id": job["sample_id"], "score_source": job["sample"]}
-    if not job["usable"]:
-        out["score_error"] = "not decodable (scan status not ok, no repaired copy)"
-        return out
     try:
-        img = load_rgb(job["sample"])
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-            SyntaxError) as exc:
-        out["score_error"] = f"{type(exc).__name__}: {exc}"
+        img = load_job_rgb(job)
+    except JobImageError as exc:
+        out["score_error"] = str(exc)
         return out
     raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"],
                                 n_others=job.get("others"), side=size)
@@ -118,7 +111,7 @@ def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
 def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
                    progress: bool = True) -> Manifest:
     """Measure every row's crop (resuming), score and flag; rewrite the manifest in place."""
-    from .pool import map_chunks, resolve_workers
+    from .pool import resolve_workers
 
     thresholds = opts.resolved_thresholds()
     if not 32 <= opts.size <= 2048:
@@ -147,18 +140,12 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
                              ("score_source", "score_error", "subject_frac",
                               *(f"{n}_raw" for n in checks.CHECKS))}
                 done[sid]["sample_id"] = sid
-    todo = [j for j in jobs if j["sample_id"] not in done
-            or done[j["sample_id"]].get("score_source") not in (j["sample"], _rel(folder, j["sample"]))]
+    todo = stale_jobs(jobs, done, folder, "score_source")
     # `crowded` depends on the detections, not the pixels: always from the current row
     log.info("score: %d row(s) to measure, %d reused", len(todo), len(jobs) - len(todo))
     workers = resolve_workers(opts.workers)
-    for chunk in map_chunks(partial(score_chunk, size=opts.size), todo, workers=workers,
-                            chunk_size=16, progress=progress, desc="score", unit="img"):
-        for r in chunk:
-            r["score_source"] = _rel(folder, r["score_source"])
-        plog.append(chunk)
-        for r in chunk:
-            done[r["sample_id"]] = r
+    run_jobs(partial(score_chunk, size=opts.size), todo, done, plog, folder, "score_source",
+             workers=workers, progress=progress, desc="score")
     recs = []
     for j in jobs:
         r = dict(done.get(j["sample_id"], {}))

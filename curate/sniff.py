@@ -5,6 +5,7 @@ decompression bomb can be refused before any decoder allocates memory.
 """
 from __future__ import annotations
 
+import functools
 import struct
 
 HEAD_BYTES = 64 * 1024  # enough for magic numbers, PNG IHDR, GIF header and most JPEG SOF markers
@@ -32,6 +33,22 @@ IMAGE_FORMATS = frozenset({
 })
 # Formats that are certainly not pictures (-> status `not_an_image`).
 NON_IMAGE_FORMATS = frozenset({"HTML", "XML", "TEXT", "PDF", "ZIP", "GZIP"})
+
+
+@functools.cache
+def register_optional_decoders() -> bool:
+    """Let Pillow open HEIC/HEIF photos when pi-heif is installed (the `curate` extra has it).
+
+    Called before decoding, so a scan's verdict does not depend on whether some
+    other library (ultralytics does the same on import) happened to register it.
+    Returns whether a HEIF decoder is available.
+    """
+    try:
+        from pi_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
 
 
 def sniff_format(head: bytes) -> str | None:

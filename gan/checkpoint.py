@@ -7,10 +7,11 @@ so `--resume` continues a killed run exactly. Only tensors and plain Python valu
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from manifests.atomic import atomic_path
 
 FORMAT = 1
 
@@ -33,16 +34,10 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
     """Write `payload` (plus the format number and RNG states) to `path` atomically."""
     path = Path(path)
     payload = {"format": FORMAT, "rng": rng_states(), **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import click
+
+from manifests.atomic import write_text_atomic
 
 from .metrics import DEFAULT_METRICS, METRICS, WEIGHTLESS, EvalOptions, UserError
 
@@ -141,17 +141,7 @@ def format_table(values: dict[str, float]) -> str:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", suffix=".json", prefix=".tmp-")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

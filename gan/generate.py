@@ -8,14 +8,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from manifests.atomic import atomic_path, write_bytes_atomic
 
 from .checkpoint import load_checkpoint
 from .config import GenerateOptions, TrainConfig, UserError
@@ -90,18 +90,16 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
     G, cfg = load_generator(checkpoint, device, opts.ema)
     gen = torch.Generator().manual_seed(opts.seed)
     out = Path(out)
-    if opts.zip:
-        zpath = out if out.suffix == ".zip" else out / "images.zip"
-        zpath.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{zpath.name}.", suffix=".tmp", dir=zpath.parent)
-        os.close(fd)
-        sink = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     width = max(5, len(str(opts.n - 1)))
-    try:
+    with contextlib.ExitStack() as stack:
+        if opts.zip:
+            zpath = out if out.suffix == ".zip" else out / "images.zip"
+            tmp = stack.enter_context(atomic_path(zpath))
+            sink = stack.enter_context(zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
         with tqdm(total=opts.n, unit="img", disable=not progress, desc="generate") as bar:
             for start in range(0, opts.n, opts.batch):
                 z = torch.randn(min(opts.batch, opts.n - start), cfg.nz, generator=gen)
@@ -111,21 +109,7 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
                     Image.fromarray(img, "RGB").save(buf, format="PNG")
                     if opts.zip:
                         sink.writestr(name, buf.getvalue())
-                    else:
-                        _write_atomic(out / name, buf.getvalue())
+                    else:  # shared like a plain write (mkstemp alone would make it 0o600)
+                        write_bytes_atomic(out / name, buf.getvalue(), mode=0o644)
                 bar.update(len(z))
-        if opts.zip:
-            sink.close()
-            os.replace(tmp, zpath)
-            return zpath
-    finally:
-        if opts.zip:
-            sink.close()
-            Path(tmp).unlink(missing_ok=True)
-    return out
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    return zpath if opts.zip else out

@@ -9,26 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from manifests.atomic import atomic_path, write_bytes_atomic
+
 log = logging.getLogger(__name__)
 _RUN_RE = re.compile(r"^(\d{5,})-")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def create_run_dir(out: Path, name: str) -> Path:
@@ -48,7 +37,7 @@ def create_run_dir(out: Path, name: str) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    _atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 class Stats:
@@ -74,7 +63,7 @@ class Stats:
 
     def truncate_after(self, step: int) -> None:
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        _atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+        write_bytes_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
 
 
 def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -96,7 +85,7 @@ def save_png(path: Path, array: np.ndarray) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
-    _atomic_write(Path(path), buf.getvalue())
+    write_bytes_atomic(Path(path), buf.getvalue())
 
 
 def plot_losses(stats_path: Path, png_path: Path) -> bool:
@@ -121,12 +110,9 @@ def plot_losses(stats_path: Path, png_path: Path) -> bool:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(png_path).name}.", suffix=".png", dir=Path(png_path).parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, png_path)
+        with atomic_path(png_path, suffix=".png") as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return True

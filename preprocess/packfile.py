@@ -7,14 +7,14 @@
   describes (a pack whose `.npy` was replaced behind its back is not trusted).
 
 This module needs numpy, json and Pillow only (no manifests, pyarrow or pandas),
-so a trainer can load a pack on a machine without the curation stack.
+so a trainer can load a pack on a machine without the curation stack. Writing a
+pack also uses `manifests.atomic` (standard library only), imported when needed.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,27 +104,19 @@ def _header(shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
+_SHARED = 0o644  # mkstemp makes temp files private; a pack is meant to be shared
+
+
 def _temp(folder: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a pack is meant to be shared
-    return Path(tmp)
+    from manifests.atomic import temp_beside  # for writing only: loading a pack needs no manifests
 
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    return temp_beside(folder / name, mode=_SHARED)
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = _temp(path.parent, path.name)
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from manifests.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n", mode=_SHARED, fsync=True)
 
 
 class PackWriter:
@@ -158,6 +150,8 @@ class PackWriter:
 
     def commit(self, meta: dict) -> tuple[Path, Path]:
         """Trim, fsync and atomically replace `<stem>.npy` and `<stem>.json` (meta gets n/size/stat)."""
+        from manifests.atomic import atomic_path, fsync_file
+
         if self.n < 1:
             raise PackError(f"{self.npy_path}: no images to pack")
         capacity = self._arr.shape[0]
@@ -165,23 +159,19 @@ class PackWriter:
         del self._arr
         if self.n < capacity:
             self._trim(capacity)
-        _fsync(self.tmp)
+        fsync_file(self.tmp)
         st = os.stat(self.tmp)  # a rename keeps size and mtime
         meta = {**meta, "format": PACK_FORMAT, "n": self.n, "size": self.size,
                 "npy_bytes": st.st_size, "npy_mtime_ns": st.st_mtime_ns}
         side = sidecar_path(self.npy_path)
-        side_tmp = _temp(self.folder, side.name)
-        try:
+        with atomic_path(side, mode=_SHARED) as side_tmp:
             side_tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-            _fsync(side_tmp)
+            fsync_file(side_tmp)
             # Without a sidecar a pack is stale, so a crash between the two renames
             # can never pair the new images with the old ids.
             side.unlink(missing_ok=True)
             os.replace(self.tmp, self.npy_path)
-            os.replace(side_tmp, side)
-        except BaseException:
-            side_tmp.unlink(missing_ok=True)
-            raise
+        # (atomic_path renames side_tmp onto side here, after the .npy)
         return self.npy_path, side
 
     def abort(self) -> None:
@@ -226,18 +216,15 @@ def export_pngs(arr: np.ndarray, ids: list[str], folder: str | os.PathLike,
     from PIL import Image
     from tqdm import tqdm
 
+    from manifests.atomic import atomic_path
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"{sid}.png" for sid in ids]
     for i in tqdm(range(len(ids)), desc="png", unit="img", disable=not progress):
         path = folder / names[i]
-        tmp = _temp(folder, path.name)
-        try:
+        with atomic_path(path, mode=_SHARED) as tmp:
             Image.fromarray(np.asarray(arr[i]), "RGB").save(tmp, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     keep = set(names)
     remove_pngs(folder, [n for n in previous or [] if n not in keep])
     return names

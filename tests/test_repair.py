@@ -264,3 +264,11 @@ def test_real_photos_repair(shared_data, tmp_path):
             assert im.mode == "RGB"
     changed = [rel for rel in df["path"] if file_sha256(root / rel) != sha_before[rel]]
     assert not changed, "originals are byte-identical"
+
+
+def test_uncommon_formats_get_a_png_copy():
+    from curate.repair_worker import fine_as_is
+
+    row = {"mode": "RGB", "n_frames": 1, "exif_orientation": 1, "icc_profile": None}
+    assert fine_as_is({**row, "format": "JPEG"})
+    assert not fine_as_is({**row, "format": "HEIF"})  # later stages may lack a HEIF decoder

@@ -96,6 +96,13 @@ def _corrupt_png() -> bytes:
     return good[:at + 2] + garbage + good[at + 2 + len(garbage):]
 
 
+def heif_decoder() -> bool:
+    """True when pi-heif is installed (then `curate scan` decodes HEIC photos)."""
+    from curate.sniff import register_optional_decoders
+
+    return register_optional_decoders()
+
+
 def can_bypass_permissions() -> bool:
     """True when this process reads files whatever their mode (root with CAP_DAC_OVERRIDE)."""
     import tempfile
@@ -155,8 +162,12 @@ def make_zoo(dest: str | os.PathLike, *, fifo: bool = True) -> dict[str, dict]:
         status="not_an_image", format="TEXT", ext_mismatch=False, repair_action="skipped")
     put("blob.bin", bytes(np.random.default_rng(9).integers(0, 256, 4096, dtype=np.uint8)),
         kind="random bytes", status="not_an_image", repair_action="skipped")
-    put("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(256),
-        kind="HEIC (no decoder here)", status="unsupported", format="HEIF", repair_action="skipped")
+    if heif_decoder():  # a HEIF header and no image data: broken for a real decoder
+        put("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(256),
+            kind="HEIC header without data", status="corrupt", format="HEIF", repair_action="unrecoverable")
+    else:
+        put("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(256),
+            kind="HEIC (no decoder here)", status="unsupported", format="HEIF", repair_action="skipped")
     put("bomb.png", _bomb_png(100_000, 100_000), kind="decompression bomb", status="too_large",
         format="PNG", repair_action="skipped", error_contains="100000x100000")
 

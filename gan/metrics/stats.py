@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from manifests.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +237,6 @@ class FeatureCache:
 
     def save(self, key: str, features: np.ndarray, stats: Stats) -> Path:
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, features=features.astype(np.float32), mu=stats.mu, sigma=stats.sigma)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(p, suffix=".npz", prefix=".tmp-") as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=features.astype(np.float32), mu=stats.mu, sigma=stats.sigma)
         return p

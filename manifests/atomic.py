@@ -1,0 +1,86 @@
+"""Atomic file writes: a temp file in the target's folder, then `os.replace`.
+
+Standard library only (the GAN trainer and the pack loader import it on machines
+without pandas or pyarrow). A reader sees the old file or the new one, never half
+of one; a failed write leaves the old file as it was and no temp file behind.
+
+    with atomic_path(out, suffix=".png") as tmp:   # suffix for libraries that infer the format
+        fig.savefig(tmp)
+    write_bytes_atomic(path, data)
+    write_text_atomic(path, text)
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["atomic_path", "fsync_file", "temp_beside", "write_bytes_atomic", "write_text_atomic"]
+
+
+def temp_beside(path: str | os.PathLike, *, suffix: str = ".tmp", prefix: str | None = None,
+                mode: int | None = None) -> Path:
+    """Create an empty temp file in `path`'s folder (made if needed) and return its path.
+
+    Named `<prefix><random><suffix>`, `prefix` defaulting to `.<name of path>.`; `mode`
+    is applied with `os.chmod` (mkstemp makes the file private, 0o600). The caller
+    renames or removes it; `atomic_path` does both.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}." if prefix is None else prefix, suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    if mode is not None:
+        try:
+            os.chmod(tmp, mode)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return tmp
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", *, prefix: str | None = None,
+                mode: int | None = None, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temp path beside `path` to write; on success `os.replace` it onto `path`.
+
+    On any exception (KeyboardInterrupt included) the temp file is removed and `path`
+    is left as it was. `fsync=True` flushes the temp file to disk before the rename.
+    See `temp_beside` for `suffix`, `prefix` and `mode`.
+    """
+    path = Path(path)
+    tmp = temp_beside(path, suffix=suffix, prefix=prefix, mode=mode)
+    try:
+        yield tmp
+        if fsync:
+            fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, **kw) -> Path:
+    """Write `data` to `path` atomically; keywords as for `atomic_path`."""
+    path = Path(path)
+    with atomic_path(path, **kw) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8", **kw) -> Path:
+    """Write `text` to `path` atomically; keywords as for `atomic_path`."""
+    path = Path(path)
+    with atomic_path(path, **kw) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return path
