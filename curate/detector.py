@@ -100,7 +100,14 @@ class Detector:
         return out
 
 
+def _quiet_ultralytics() -> None:
+    """Before ultralytics is first imported: never pip-install packages into the user's environment
+    at run time (ultralytics does by default); a user who wants that sets YOLO_AUTOINSTALL=1."""
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+
+
 def _ultralytics_weights_dir() -> Path:
+    _quiet_ultralytics()
     from ultralytics.utils import SETTINGS
 
     return Path(SETTINGS["weights_dir"])
@@ -230,6 +237,8 @@ def load_detector(weights: str | os.PathLike = "yolo11n.pt", device: str = "auto
     """Resolve, hash and load the weights, and run one tiny warm-up image to fail fast."""
     import numpy as np
     import torch
+
+    _quiet_ultralytics()
     import ultralytics
     from ultralytics import YOLO
 
