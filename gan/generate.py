@@ -99,6 +99,10 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
             tmp = stack.enter_context(atomic_path(zpath))
             sink = stack.enter_context(zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED))
         else:
+            stale = sorted(out.glob("*.png")) if out.is_dir() else []
+            if stale:  # never mix two generations (FID would read both)
+                raise UserError(f"-o {out}: already holds {len(stale)} PNG(s) from an earlier run; "
+                                "choose a new folder (or --zip)")
             out.mkdir(parents=True, exist_ok=True)
         with tqdm(total=opts.n, unit="img", disable=not progress, desc="generate") as bar:
             for start in range(0, opts.n, opts.batch):

@@ -28,15 +28,17 @@ else
   echo "== no GPU: a CPU-sized run (--preset $PRESET, $N images); use a GPU machine for the real preset"
 fi
 .venv/bin/gan train --manifest "$WORK/clean.parquet" --preset "$PRESET" --out "$WORK/runs"
-RUN=$(ls -d "$WORK"/runs/*/ | sort | tail -n 1)
-.venv/bin/gan generate --checkpoint "$RUN/checkpoint.pt" --n "$N" -o "$WORK/generated" --zip
+RUN=$(ls -d "$WORK"/runs/*/ | sort | tail -n 1); RUN=${RUN%/}
+GEN="$WORK/generated/$(basename "$RUN")"
+.venv/bin/gan generate --checkpoint "$RUN/checkpoint.pt" --n "$N" -o "$GEN" --zip
 echo "== metrics"
-if ! .venv/bin/gan fid --generated "$WORK/generated" --manifest "$WORK/clean.parquet" -o "$WORK/metrics.json"; then
+if ! .venv/bin/gan fid --generated "$GEN" --manifest "$WORK/clean.parquet" -o "$WORK/metrics.json"; then
   echo "   (no Inception weights: reporting the weightless metrics instead; see README 'Offline weights')"
-  .venv/bin/gan fid --generated "$WORK/generated" --manifest "$WORK/clean.parquet" --weightless -o "$WORK/metrics.json"
+  .venv/bin/gan fid --generated "$GEN" --manifest "$WORK/clean.parquet" --weightless -o "$WORK/metrics.json"
 fi
 echo
 echo "clean manifest: $WORK/clean.parquet"
 echo "report:         $WORK/report/index.html"
 echo "sample grid:    $(ls "$RUN"/*.png 2>/dev/null | sort | tail -n 1)"
+echo "generated:      $GEN/images.zip"
 echo "metrics:        $WORK/metrics.json"

@@ -360,3 +360,17 @@ def test_cuda_graph_bf16_channels_last_step_trains_and_matches_eager(pack, tmp_p
 
     resume(fast, overrides={"steps": 12}, device="cuda", progress=False)
     assert load_checkpoint(fast)["step"] == 12
+
+
+def test_generate_refuses_a_folder_with_earlier_pngs(pack, tmp_path):
+    from gan.config import GenerateOptions
+    from gan.generate import generate
+    from gan.train import train
+
+    run = train(PRESETS["tiny"].replace(steps=1), data=pack, out=tmp_path / "runs", device="cpu",
+                progress=False)
+    out = tmp_path / "gen"
+    generate(run / "checkpoint.pt", out, GenerateOptions(n=3, device="cpu"), progress=False)
+    assert len(list(out.glob("*.png"))) == 3
+    with pytest.raises(UserError, match="earlier run"):
+        generate(run / "checkpoint.pt", out, GenerateOptions(n=2, device="cpu"), progress=False)
