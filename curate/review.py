@@ -142,6 +142,27 @@ def _detections(row, size: tuple[int, int] | None, showing_crop: bool):
     return fo.Detections(detections=out)
 
 
+PLACEHOLDER_SIZE = (256, 160)
+
+
+def _placeholder(manifest_path: Path, text: str) -> Path:
+    """A grey tile naming why there is no picture, for rows without decodable pixels (the App
+    shows images only; the original file stays in the `source` field)."""
+    from PIL import Image, ImageDraw
+
+    from manifests.atomic import atomic_path
+    from manifests.paths import cache_file
+
+    digest = hashlib.sha256(f"placeholder:{text}".encode()).hexdigest()
+    out = cache_file(manifest_path, "review", digest)
+    if not out.exists():
+        tile = Image.new("RGB", PLACEHOLDER_SIZE, (96, 96, 96))
+        ImageDraw.Draw(tile).text((12, 70), f"no picture: {text}"[:40], fill=(255, 255, 255))
+        with atomic_path(out, suffix=".png") as tmp:
+            tile.save(tmp, format="PNG")
+    return out
+
+
 def _samples(m, progress: bool):
     """One `fo.Sample` per manifest row (without tags), keyed by sample_id."""
     import fiftyone as fo
@@ -158,6 +179,8 @@ def _samples(m, progress: bool):
                                  disable=not progress)):
         img = sample_image_path(m.folder, root, row).resolve()
         size = _display_size(img)
+        if size is None:
+            img, size = _placeholder(m.path, str(row.get("status") or "unreadable")), PLACEHOLDER_SIZE
         fields = {c: _scalar(row[c]) for c in cols}
         fields["auto_reasons"] = [names[j] for j in np.flatnonzero(fired[i])]
         fields["source"] = str(source_path(root, row))
@@ -224,6 +247,10 @@ def build_dataset(manifest_path: str | Path, *, progress: bool = True):
         samples[sid].tags = tags
     if not fo.dataset_exists(name):
         ds = fo.Dataset(name, persistent=True)
+        # Set before adding: FiftyOne otherwise takes the media type of the first sample, and a
+        # first row that is not an image (a README.md, an HTML page saved as .jpg) makes it
+        # "unknown" and every image after it is refused.
+        ds.media_type = "image"
         ds.info["manifest"] = str(manifest_path.resolve())
         ds.add_samples(list(samples.values()), progress=progress)
         ds.create_index("sample_id", unique=True)

@@ -160,13 +160,16 @@ def test_build_tag_elsewhere_pull_filter(fo, manifest, capsys, tmp_path):
                     (min(d["y1"], y1) - d["y0"]) / ch]
             assert s.detections.detections[0].bounding_box == pytest.approx(want, abs=1e-6)
             assert s.metadata.width == cw and s.metadata.height == ch
-        else:
+        elif row["path"] != "gen_2.png":
             assert Path(s.filepath) == Path(m.root) / row["path"]
+        assert s.source == str(Path(m.root) / row["path"])
     gen0 = by_id[df["sample_id"][df["path"] == "gen_0.png"].iloc[0]]
     assert gen0.detections.detections[0].bounding_box == pytest.approx([0.25, 0.25, 0.5, 0.5])
     assert gen0.detections.detections[0].label == "motorcycle"
     broken = by_id[df["sample_id"][df["path"] == "gen_2.png"].iloc[0]]
-    assert broken.auto_reasons == ["unreadable", "detect_failed"] and broken.metadata is None
+    assert broken.auto_reasons == ["unreadable", "detect_failed"]
+    # No pixels: the App shows a grey tile saying so (it shows images only).
+    assert Path(broken.filepath).parent.parent.name == "review" and Path(broken.filepath).exists()
 
     views = set(ds.list_saved_views())
     assert {"duplicates", "blurry", "no motorbike", "unreadable file", "detection failed",
@@ -292,3 +295,18 @@ def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_dataset_accepts_a_first_row_that_is_not_an_image(fo, tmp_path):
+    """A scraped folder's first file may be a README or an HTML page: the dataset is still of images."""
+    from curate.review import build_dataset
+
+    path = build_review_manifest(tmp_path, None)
+    m = read_manifest(path)
+    (Path(m.root) / "README.md").write_text("not a photo\n")
+    first = {"sample_id": sample_id("0" * 64, "README.md", 0), "path": "README.md", "crop_index": 0,
+             "status": "not_an_image", "detect_status": "not_decodable"}
+    m.df = pd.concat([pd.DataFrame([first]), m.df], ignore_index=True)
+    write_manifest(m, path, stage="scan")
+    ds = build_dataset(path, progress=False)
+    assert ds.media_type == "image" and len(ds) == len(m.df)
