@@ -129,11 +129,11 @@ def hash_row(job: dict, method: str) -> dict:
     out["phash"], out["phash_mirror"] = hashing.to_hex(h), hashing.to_hex(m)
     out["phash_fine"] = str(fine(img))
     out["phash_fine_mirror"] = str(fine(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
-    raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"])
     out["q_area"] = img.size[0] * img.size[1]
     out["q_size"] = f"{img.size[0]}x{img.size[1]}"
-    out["q_sharp"] = raw["blur"]
-    out["q_busy"] = raw["busy"]
+    if job.get("measure", True):
+        raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"])
+        out["q_sharp"], out["q_busy"] = raw["blur"], raw["busy"]
     return out
 
 
@@ -358,7 +358,12 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
     df = m.df
     folder = m.folder
-    jobs = [row_job(folder, m.root, r) for r in df.to_dict("records")]
+    jobs = []
+    for r in df.to_dict("records"):
+        job = row_job(folder, m.root, r)
+        # keeper quality comes from `curate score` when it has run: no second measurement
+        job["measure"] = not (present(r.get("blur_raw")) and present(r.get("busy_raw")))
+        jobs.append(job)
     plog = PartialLog(manifest_path, STAGE, _key(opts))
     done = {} if opts.force else plog.load()
     if opts.force:

@@ -1,4 +1,4 @@
-"""`curate run`: scan, repair, detect, dedupe, score, filter and report, in order, resuming.
+"""`curate run`: scan, repair, detect, score, dedupe, filter and report, in order, resuming.
 
 Each stage resumes by itself (it skips rows it already handled with the same
 parameters), so running the pipeline again after an interruption redoes only
@@ -72,10 +72,12 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     log.info("detect")
     detect_manifest(manifest, DetectOptions(weights=opts.weights, device=opts.device,
                                             per_image=opts.per_image), progress=progress)
-    log.info("dedupe")
-    dedupe_manifest(manifest, progress=progress)
+    # score before dedupe: the keeper of each duplicate group is chosen by the sharpness and
+    # busyness that score measures, so dedupe does not decode and measure them a second time.
     log.info("score")
     score_manifest(manifest, progress=progress)
+    log.info("dedupe")
+    dedupe_manifest(manifest, progress=progress)
     clean = workdir / CLEAN_NAME
     result = filter_manifest(manifest, clean)
     report = None

@@ -20,7 +20,7 @@ D = RunOptions()
               help="One sample per photo (its main motorbike) or one per motorbike.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 def run(folder, workdir, weights, device, workers, per_image, no_report):
-    """Scan, repair, detect, dedupe, score and filter FOLDER, resuming what is done.
+    """Scan, repair, detect, score, dedupe and filter FOLDER, resuming what is done.
 
     Review is a separate, optional step afterwards: `curate review`, then `curate filter` again.
 

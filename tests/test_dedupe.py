@@ -379,3 +379,17 @@ def test_symlink_loop_and_missing_file_rows(tmp_path):
         assert pd_isna(r[name]["blur_raw"]) and r[name]["score_error"]
     assert r["gone.jpg"]["hash_error"].startswith("FileNotFoundError")
     assert not pd_isna(r["ok.png"]["phash"]) and not pd_isna(r["ok.png"]["blur_raw"])
+
+
+def test_keeper_quality_measured_only_without_score_columns(tmp_path):
+    from curate.dedupe import hash_row
+
+    p = tmp_path / "a.png"
+    photo(3).save(p)
+    job = {"sample_id": "s", "sample": str(p), "decoded": str(p), "box": None, "box_side": None,
+           "usable": True}
+    measured = hash_row({**job, "measure": True}, "phash")
+    reused = hash_row({**job, "measure": False}, "phash")
+    assert measured["q_sharp"] > 0 and measured["q_busy"] is not None
+    assert "q_sharp" not in reused and "q_busy" not in reused
+    assert reused["phash"] == measured["phash"] and reused["q_area"] == measured["q_area"]
