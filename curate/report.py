@@ -67,6 +67,9 @@ def _caption(row, reason: str | None) -> str:
     ci = row.get("crop_index")
     if ci is not None and ci is not pd.NA and int(ci) != 0:
         name = f"{name}#{int(ci)}"
+    group = row.get("dup_group") if reason == "duplicate" else None
+    if group is not None and group is not pd.NA and not (isinstance(group, float) and np.isnan(group)):
+        return f"group {int(group)}: {name}"   # its keeper is in the same group on the kept sheet
     score = row.get(f"{reason}_score") if reason else None
     if score is not None and score is not pd.NA and not (isinstance(score, float) and np.isnan(score)):
         return f"{float(score):.2f} {name}"
