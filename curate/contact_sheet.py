@@ -24,6 +24,8 @@ class SheetOptions:
 
 def thumbnail(path: Path, size: int) -> Image.Image | None:
     """The image fitted into size x size (EXIF orientation applied), or None when it does not decode."""
+    if not path.is_file():  # a FIFO would block the open forever; loops and dangling links fail
+        return None
     try:
         with Image.open(path) as im:
             im.draft("RGB", (size, size))        # JPEG: decode at reduced scale
@@ -37,6 +39,7 @@ def thumbnail(path: Path, size: int) -> Image.Image | None:
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    text = "".join(c if c.isprintable() else "?" for c in text)  # file names may hold newlines
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "...", font=font) > width:

@@ -53,10 +53,16 @@ def _str_in(df: pd.DataFrame, col: str, values) -> np.ndarray:
     return df[col].astype("string").isin(list(values)).fillna(False).to_numpy(dtype=bool)
 
 
+# Scan statuses that a repaired copy can rescue; any other non-ok status (a file that has become
+# unreadable or vanished since it was repaired, say) rejects the row whatever its repair says.
+RESCUABLE = ["truncated", "corrupt"]
+
+
 def _unreadable(df: pd.DataFrame) -> np.ndarray:
     bad = ~_str_in(df, "status", ["ok"])
     if "repair_action" in df.columns:
-        bad = (bad & ~_str_in(df, "repair_action", REPAIRED)) | _str_in(df, "repair_action", ["unrecoverable"])
+        rescued = _str_in(df, "repair_action", REPAIRED) & _str_in(df, "status", ["ok", *RESCUABLE])
+        bad = (bad & ~rescued) | _str_in(df, "repair_action", ["unrecoverable"])
     return bad
 
 

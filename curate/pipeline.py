@@ -55,10 +55,22 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     from .scan import scan_folder
     from .score import score_manifest
 
+    from .detector import resolve_weights
+
     folder, workdir = Path(folder), Path(workdir)
     if not folder.is_dir():
         raise UserError(f"FOLDER: {folder} is not a directory")
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.resolve() == folder.resolve():
+        raise UserError(f"-o {workdir}: the work folder cannot be the photo folder itself (its reports "
+                        "and manifests would be scanned as photos); use another folder, e.g. "
+                        f"{folder / 'work'}")
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"-o {workdir}: exists and is not a folder")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"-o {workdir}: cannot create the work folder ({exc.strerror or exc})") from exc
+    resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
     manifest = workdir / MANIFEST_NAME
     existing = read_manifest(manifest) if manifest.exists() else None
     if existing is not None and existing.root and Path(existing.root).resolve() != folder.resolve():

@@ -95,6 +95,8 @@ def _display_size(path: Path) -> tuple[int, int] | None:
     """Width and height as a browser shows the file (EXIF orientation applied); None if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    if not path.is_file():  # a FIFO would block the open forever; loops and dangling links fail
+        return None
     try:
         with Image.open(path) as im:
             w, h = im.size

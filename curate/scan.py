@@ -155,7 +155,7 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     old = previous.df if previous is not None else core_frame([])
     old_base = old[old["crop_index"] == 0]
     old_rows = {r["path"]: {k: _clean(v) for k, v in r.items()}
-                for r in old_base[CORE_COLUMNS].to_dict("records")}
+                for r in old_base.reindex(columns=CORE_COLUMNS).to_dict("records")}
     old_crops = old[old["crop_index"] != 0]
 
     done: dict[str, dict] = {}      # path -> current scan row

@@ -176,8 +176,11 @@ def write_manifest(
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta).encode()})
-    with atomic_path(path, fsync=True) as tmp:
-        pq.write_table(table, str(tmp))
+    try:
+        with atomic_path(path, fsync=True) as tmp:
+            pq.write_table(table, str(tmp))
+    except (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        raise ManifestError(f"cannot write the manifest {path}: {exc.strerror or exc}") from exc
     m.history = meta["history"]
     m.root = meta["root"]
     m.path = path

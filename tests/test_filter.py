@@ -182,3 +182,12 @@ def test_filter_twice_gives_the_same_verdict(staged, tmp_path):
     b = filter_manifest(staged, tmp_path / "c.parquet")
     pd.testing.assert_frame_equal(first, read_manifest(staged).df[["keep", "reject_reason"]])
     assert (a.kept, a.removed) == (b.kept, b.removed)
+
+
+def test_a_repaired_file_that_vanished_is_rejected(tmp_path):
+    # status from the latest scan; the repaired copy in the cache must not keep a gone file alive
+    path = make_manifest(tmp_path, 4, status=["ok", "unreadable", "truncated", "truncated"],
+                         repair_action=["converted", "converted", "recovered", "unrecoverable"])
+    v = decide(read_manifest(path).df)
+    assert list(v.keep) == [True, False, True, False]
+    assert v.reason[1] == v.reason[3] == "unreadable"

@@ -1,0 +1,54 @@
+"""`curate run` refuses bad work folders up front, and the pictures survive odd files."""
+import os
+
+import pytest
+from PIL import Image
+
+from curate.contact_sheet import SheetOptions, contact_sheet, thumbnail
+from curate.pipeline import RunOptions, run_pipeline
+from manifests.errors import UserError
+
+
+def test_work_folder_cannot_be_the_photo_folder_or_a_file(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(UserError, match="cannot be the photo folder"):
+        run_pipeline(tmp_path, tmp_path, RunOptions(weights="yolo11n.yaml"), progress=False)
+    with pytest.raises(UserError, match="not a folder"):
+        run_pipeline(tmp_path, tmp_path / "a.jpg", RunOptions(weights="yolo11n.yaml"), progress=False)
+
+
+def test_missing_weights_fail_before_the_scan(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(UserError, match="--weights"):
+        run_pipeline(tmp_path / "photos", tmp_path / "work", RunOptions(weights=str(tmp_path / "no.pt")),
+                     progress=False)
+    assert not (tmp_path / "work" / "manifest.parquet").exists()
+
+
+def test_contact_sheet_with_a_fifo_and_a_newline_in_a_name(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    odd = tmp_path / "a\nb.png"
+    Image.new("RGB", (40, 30), (200, 0, 0)).save(odd)
+    assert thumbnail(fifo, 32) is None          # never opened: it would block
+    out = contact_sheet([(fifo, "pipe.jpg"), (odd, odd.name)], tmp_path / "sheet.png",
+                        SheetOptions(tile=32, cols=2))
+    with Image.open(out) as im:
+        assert im.size[0] >= 64
+
+
+def test_rescan_of_a_manifest_without_an_optional_column(tmp_path):
+    from curate.scan import scan_folder
+    from manifests import read_manifest, write_manifest
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (0, 90, 0)).save(photos / "a.png")
+    path = tmp_path / "work" / "manifest.parquet"
+    scan_folder(photos, path, workers=1, progress=False)
+    m = read_manifest(path)
+    m.df = m.df.drop(columns=["icc_profile"])   # as written by an older version
+    write_manifest(m, path, stage="scan")
+    Image.new("RGB", (40, 30), (0, 0, 90)).save(photos / "b.png")
+    df = scan_folder(photos, path, workers=1, progress=False).df
+    assert sorted(df["path"]) == ["a.png", "b.png"] and (df["status"] == "ok").all()
