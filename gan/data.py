@@ -53,19 +53,19 @@ def load_images(size: int, *, data: Path | None = None, manifest: Path | None = 
         arr, _ids = load_pack(path)
         what = f"pack of {manifest}"
         _check(arr, size, what)
-        return TrainData(arr, str(path), f"pack:{getattr(info, 'fingerprint', '') or path.resolve()}")
+        return TrainData(arr, str(path.resolve()), f"pack:{getattr(info, 'fingerprint', '') or path.resolve()}")
     else:
         path = Path(data)
         if not path.is_file():
             raise UserError(f"--data {path}: no such file")
         try:
             arr = np.load(path, mmap_mode="r")
-        except ValueError as exc:
+        except (ValueError, EOFError) as exc:
             raise UserError(f"--data {path}: not a .npy array ({exc})") from None
         what = f"--data {path}"
     _check(arr, size, what)
     st = os.stat(path)
-    return TrainData(arr, str(path), f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return TrainData(arr, str(path.resolve()), f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
 
 
 def to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:

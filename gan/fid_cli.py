@@ -101,7 +101,7 @@ def _read_npy(path: Path):
 
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"--real {path}: not a readable .npy ({exc})") from exc
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise UserError(f"--real {path}: expected uint8 (N, H, W, 3), got {arr.dtype} {tuple(arr.shape)}")

@@ -33,6 +33,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise UserError(f"--device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here (use --device cpu or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: use auto, cpu, cuda or cuda:N")
     return dev
 
 
@@ -90,6 +92,8 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
     G, cfg = load_generator(checkpoint, device, opts.ema)
     gen = torch.Generator().manual_seed(opts.seed)
     out = Path(out)
+    if not opts.zip and out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: exists and is not a folder")
     from PIL import Image
 
     width = max(5, len(str(opts.n - 1)))

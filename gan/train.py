@@ -213,10 +213,14 @@ def train(cfg: TrainConfig, *, data: Path | None = None, manifest: Path | None =
     if d.main:
         run_dir = create_run_dir(out, cfg.name)
         write_json(run_dir / "config.json", {**cfg.to_dict(), "data": images.source, "manifest":
-                                             str(manifest) if manifest else None, "world_size": d.world,
+                                             str(Path(manifest).resolve()) if manifest else None, "world_size": d.world,
                                              "device": str(d.device), "torch": torch.__version__})
     run_dir = Path(_broadcast(str(run_dir) if run_dir else None, d))
     return _fit(cfg, images, run_dir, d, manifest=manifest, inception_weights=inception_weights, progress=progress)
+
+
+# Options that change the networks' shapes: a checkpoint cannot be loaded under other values.
+ARCHITECTURE_FIELDS = ("size", "nz", "g_channels", "d_channels", "spectral_norm")
 
 
 def resume(run_dir: Path, *, overrides: dict | None = None, data: Path | None = None, manifest: Path | None = None,
@@ -227,7 +231,13 @@ def resume(run_dir: Path, *, overrides: dict | None = None, data: Path | None = 
     ck = load_checkpoint(run_dir / "checkpoint.pt")
     cfg = TrainConfig.from_dict(ck["config"])
     changes = {k: v for k, v in (overrides or {}).items() if getattr(cfg, k, object()) != v}
+    fixed = sorted(set(changes) & set(ARCHITECTURE_FIELDS))
+    if fixed:  # refused before any file of the run is touched
+        raise UserError(f"--resume {run_dir}: {', '.join(fixed)} cannot change in a resumed run "
+                        "(the checkpoint's networks have another shape); start a new run instead")
     cfg = cfg.replace(**changes)
+    if cfg.steps < ck["step"]:
+        raise UserError(f"--steps {cfg.steps}: the checkpoint is already at step {ck['step']}")
     if data is None and manifest is None:
         conf = _read_json(run_dir / "config.json")
         manifest = Path(conf["manifest"]) if conf.get("manifest") else None
@@ -249,6 +259,38 @@ def _read_json(path: Path) -> dict:
     import json
 
     return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
+class _StopAfterStep:
+    """Ctrl-C during training stops after the step in flight, so the checkpoint saved then is
+    exactly that step's state (a step cut in half would resume one batch off). A second Ctrl-C
+    stops at once, keeping the last periodic checkpoint."""
+
+    requested = False
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.requested:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoint: dict | None = None,
@@ -292,49 +334,50 @@ def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoin
             save_checkpoint(run_dir / "checkpoint.pt", st.payload(cfg, data, d.world))
 
     try:
-        while st.step < cfg.steps:
-            draws = st.rand.draw()
-            mine = {"idx": draws["idx"][lo:lo + b], "z": draws["z"][lo:lo + b],
-                    "u_real": draws["u_real"][lo:lo + b], "u_diff": draws["u_diff"][:, lo:lo + b]}
-            if runner is not None:
-                out = runner(dev, **mine)
-            else:
-                out = step_fn(**{k: v.to(dev, non_blocking=True) for k, v in mine.items()})
-            st.step += 1
-            if st.ema is not None:
-                st.ema.update(st.G, cfg.batch, st.step * cfg.batch)
-            bar.update(cfg.batch)
+        with _StopAfterStep() as stop:
+            while st.step < cfg.steps:
+                draws = st.rand.draw()
+                mine = {"idx": draws["idx"][lo:lo + b], "z": draws["z"][lo:lo + b],
+                        "u_real": draws["u_real"][lo:lo + b], "u_diff": draws["u_diff"][:, lo:lo + b]}
+                if runner is not None:
+                    out = runner(dev, **mine)
+                else:
+                    out = step_fn(**{k: v.to(dev, non_blocking=True) for k, v in mine.items()})
+                st.step += 1
+                if st.ema is not None:
+                    st.ema.update(st.G, cfg.batch, st.step * cfg.batch)
+                bar.update(cfg.batch)
 
-            if st.step % cfg.log_every == 0 or st.step == cfg.steps:
-                loss_d, loss_g, d_real, d_fake = (float(t) for t in out)
-                now = time.perf_counter()
-                rate = (st.step - step_last) * cfg.batch / max(now - t_last, 1e-9)
-                t_last, step_last = now, st.step
-                rec = {"step": st.step, "kimg": st.step * cfg.batch / 1000, "epoch": st.rand.sampler.epoch,
-                       "loss_d": loss_d, "loss_g": loss_g, "d_real": d_real, "d_fake": d_fake,
-                       "img_per_s": round(rate, 1)}
-                if d.main:
-                    stats.append(rec)
-                bar.set_postfix(d=f"{loss_d:.3f}", g=f"{loss_g:.3f}", ips=f"{rate:,.0f}")
-                if bar.disable and d.main:
-                    log.info("step %d/%d  D %.4f  G %.4f  %.1f img/s", st.step, cfg.steps, loss_d, loss_g, rate)
-                if not all(map(_finite, (loss_d, loss_g))):
-                    raise RuntimeError(f"non-finite loss at step {st.step}: D {loss_d}, G {loss_g}")
-            if d.main and ((cfg.sample_every and st.step % cfg.sample_every == 0) or st.step == cfg.steps):
-                gen = st.ema.module if st.ema else st.G
-                save_png(run_dir / f"samples-{st.step:07d}.png", image_grid(sample(gen, z_grid)))
-            if cfg.ckpt_every and st.step % cfg.ckpt_every == 0 and st.step < cfg.steps:
-                save()
-                if d.main:
-                    plot_losses(stats.path, run_dir / "loss.png")
-            if metrics is not None and st.step % cfg.fid_every == 0:
-                rec = metrics(st.ema.module if st.ema else st.G, st.step)
-                if rec:
-                    stats.append(rec)
-    except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint to resume from", st.step)
-        save()
-        raise
+                if st.step % cfg.log_every == 0 or st.step == cfg.steps:
+                    loss_d, loss_g, d_real, d_fake = (float(t) for t in out)
+                    now = time.perf_counter()
+                    rate = (st.step - step_last) * cfg.batch / max(now - t_last, 1e-9)
+                    t_last, step_last = now, st.step
+                    rec = {"step": st.step, "kimg": st.step * cfg.batch / 1000, "epoch": st.rand.sampler.epoch,
+                           "loss_d": loss_d, "loss_g": loss_g, "d_real": d_real, "d_fake": d_fake,
+                           "img_per_s": round(rate, 1)}
+                    if d.main:
+                        stats.append(rec)
+                    bar.set_postfix(d=f"{loss_d:.3f}", g=f"{loss_g:.3f}", ips=f"{rate:,.0f}")
+                    if bar.disable and d.main:
+                        log.info("step %d/%d  D %.4f  G %.4f  %.1f img/s", st.step, cfg.steps, loss_d, loss_g, rate)
+                    if not all(map(_finite, (loss_d, loss_g))):
+                        raise RuntimeError(f"non-finite loss at step {st.step}: D {loss_d}, G {loss_g}")
+                if d.main and ((cfg.sample_every and st.step % cfg.sample_every == 0) or st.step == cfg.steps):
+                    gen = st.ema.module if st.ema else st.G
+                    save_png(run_dir / f"samples-{st.step:07d}.png", image_grid(sample(gen, z_grid)))
+                if cfg.ckpt_every and st.step % cfg.ckpt_every == 0 and st.step < cfg.steps:
+                    save()
+                    if d.main:
+                        plot_losses(stats.path, run_dir / "loss.png")
+                if metrics is not None and st.step % cfg.fid_every == 0:
+                    rec = metrics(st.ema.module if st.ema else st.G, st.step)
+                    if rec:
+                        stats.append(rec)
+                if stop.requested:
+                    log.warning("interrupted after step %d: saving a checkpoint to resume from", st.step)
+                    save()
+                    raise KeyboardInterrupt
     finally:
         bar.close()
     save()

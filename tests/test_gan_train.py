@@ -374,3 +374,50 @@ def test_generate_refuses_a_folder_with_earlier_pngs(pack, tmp_path):
     assert len(list(out.glob("*.png"))) == 3
     with pytest.raises(UserError, match="earlier run"):
         generate(run / "checkpoint.pt", out, GenerateOptions(n=2, device="cpu"), progress=False)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_last_whole_step_and_resume_is_exact(pack, tmp_path):
+    common = ["--data", pack, "--preset", "tiny", "--sample-every", "0", "--ckpt-every", "0",
+              "--log-every", "1", "--device", "cpu", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "gan.train_cli", *map(str, common), "--steps", "100000",
+                             "--out", tmp_path / "stopped"], env=ENV, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(len(p.read_text().splitlines()) >= 3 for p in (tmp_path / "stopped").glob("*/stats.jsonl")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no progress within 180 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    run = next((tmp_path / "stopped").glob("*-tiny"))
+    s = load_checkpoint(run / "checkpoint.pt")["step"]
+    assert s >= 3
+    r = _cli("--resume", run, "--steps", s + 3, "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _cli(*common, "--steps", s + 3, "--out", tmp_path / "reference")
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = load_checkpoint(run / "checkpoint.pt")
+    reference = load_checkpoint(next((tmp_path / "reference").glob("*-tiny")) / "checkpoint.pt")
+    for part in ("G", "D"):
+        for k, v in reference[part].items():
+            assert torch.allclose(resumed[part][k].float(), v.float(), atol=1e-6), (part, k)
+    assert torch.equal(resumed["random"]["gen"], reference["random"]["gen"])
+
+
+def test_resume_refuses_shape_changes_and_going_back_before_touching_the_run(pack, tmp_path):
+    from gan.train import resume, train
+
+    run = train(PRESETS["tiny"].replace(steps=2), data=pack, out=tmp_path / "runs", device="cpu",
+                progress=False)
+    before = (run / "config.json").read_bytes(), (run / "stats.jsonl").read_bytes()
+    with pytest.raises(UserError, match="spectral_norm cannot change"):
+        resume(run, overrides={"spectral_norm": True}, device="cpu", progress=False)
+    with pytest.raises(UserError, match="already at step 2"):
+        resume(run, overrides={"steps": 1}, device="cpu", progress=False)
+    assert ((run / "config.json").read_bytes(), (run / "stats.jsonl").read_bytes()) == before
+    assert json.loads((run / "config.json").read_text())["data"] == str(Path(pack).resolve())
