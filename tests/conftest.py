@@ -50,6 +50,34 @@ def tflite_weights() -> Path:
     return TFLITE
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (the CI machine has 2 cores shared with subprocesses)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def curate_cli(capsys):
+    """Run `curate ARGS` in-process: returns (exit code, stdout, stderr)."""
+    from curate import cli
+
+    def run(args):
+        code = 0
+        try:
+            cli.main(args)
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate import cli
 from curate.filter import REVIEWER, FilterOptions, applicable_rules, decide, filter_manifest
 from manifests import file_sha256, read_manifest, sample_id, write_manifest
 from manifests.errors import UserError
@@ -30,17 +29,6 @@ def make_manifest(tmp_path: Path, n: int, **columns) -> Path:
     path = tmp_path / "work" / "manifest.parquet"
     write_manifest(df, path, stage="scan", params={}, root=str(root))
     return path
-
-
-def run_cli(args, capsys):
-    """`curate ARGS` in-process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        cli.main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # rows:            0     1              2               3      4     5     6     7
@@ -133,10 +121,10 @@ def test_scan_only_manifest(tmp_path):
     assert (res.kept, res.removed) == (2, {"unreadable": 2})
 
 
-def test_cli_no_rule_table_and_params(staged, tmp_path, capsys):
+def test_cli_no_rule_table_and_params(staged, tmp_path, curate_cli):
     out = tmp_path / "clean.parquet"
-    code, stdout, _ = run_cli(["filter", "--manifest", str(staged), "-o", str(out),
-                               "--no-rule", "busy", "--no-rule", "cut_off"], capsys)
+    code, stdout, _ = curate_cli(["filter", "--manifest", str(staged), "-o", str(out),
+                               "--no-rule", "busy", "--no-rule", "cut_off"])
     assert code == 0
     lines = dict((mt.group(1), int(mt.group(2))) for mt in
                  (re.match(r"\s+(.*?)\s{2,}(\d+)$", ln) for ln in stdout.splitlines()) if mt)
@@ -148,8 +136,8 @@ def test_cli_no_rule_table_and_params(staged, tmp_path, capsys):
     assert len(read_manifest(out).df) == 4
 
 
-def test_cli_unknown_rule_is_one_line_exit_2(staged, capsys):
-    code, _, err = run_cli(["filter", "--manifest", str(staged), "--no-rule", "sharpness"], capsys)
+def test_cli_unknown_rule_is_one_line_exit_2(staged, curate_cli):
+    code, _, err = curate_cli(["filter", "--manifest", str(staged), "--no-rule", "sharpness"])
     assert code == 2
     assert err.strip().count("\n") == 0 and "--no-rule sharpness" in err and "blur" in err
 

@@ -12,11 +12,8 @@ from gan.models import Discriminator, Generator, build_models, count_parameters 
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def test_seed_parameter_counts_equal_the_blog():

@@ -23,11 +23,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def make_pack(path: Path, n: int = 24, size: int = 32, seed: int = 0) -> Path:
@@ -155,6 +152,17 @@ def test_data_errors_name_the_expected_shape(tmp_path):
 
 
 @pytest.mark.slow
+def _same_state_as_reference(run, reference_out):
+    """The resumed run's checkpoint equals the uninterrupted reference run's: weights and RNG state."""
+    resumed = load_checkpoint(run / "checkpoint.pt")
+    reference = load_checkpoint(next(reference_out.glob("*-tiny")) / "checkpoint.pt")
+    for part in ("G", "D"):
+        for k, v in reference[part].items():
+            assert torch.allclose(resumed[part][k].float(), v.float(), atol=1e-6), (part, k)
+    assert torch.equal(resumed["random"]["gen"], reference["random"]["gen"])
+    return resumed, reference
+
+
 def test_resume_after_sigkill_continues_with_the_same_step_and_next_batch(pack, tmp_path):
     common = ["--data", pack, "--preset", "tiny", "--sample-every", "0", "--ckpt-every", "3",
               "--device", "cpu", "--no-progress"]
@@ -190,13 +198,8 @@ def test_resume_after_sigkill_continues_with_the_same_step_and_next_batch(pack, 
     assert r.returncode == 0, r.stderr[-2000:]
     r = _cli(*common, "--steps", s + 5, "--out", tmp_path / "reference")
     assert r.returncode == 0, r.stderr[-2000:]
-    resumed = load_checkpoint(run / "checkpoint.pt")
-    reference = load_checkpoint(next((tmp_path / "reference").glob("*-tiny")) / "checkpoint.pt")
+    resumed, reference = _same_state_as_reference(run, tmp_path / "reference")
     assert resumed["step"] == reference["step"] == s + 5
-    for part in ("G", "D"):
-        for k, v in reference[part].items():
-            assert torch.allclose(resumed[part][k].float(), v.float(), atol=1e-6), (part, k)
-    assert torch.equal(resumed["random"]["gen"], reference["random"]["gen"])
     assert resumed["random"]["sampler"]["pos"] == reference["random"]["sampler"]["pos"]
     steps = [json.loads(x)["step"] for x in (run / "stats.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == s + 5                 # no records from the lost tail
@@ -401,12 +404,7 @@ def test_ctrl_c_saves_the_last_whole_step_and_resume_is_exact(pack, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     r = _cli(*common, "--steps", s + 3, "--out", tmp_path / "reference")
     assert r.returncode == 0, r.stderr[-2000:]
-    resumed = load_checkpoint(run / "checkpoint.pt")
-    reference = load_checkpoint(next((tmp_path / "reference").glob("*-tiny")) / "checkpoint.pt")
-    for part in ("G", "D"):
-        for k, v in reference[part].items():
-            assert torch.allclose(resumed[part][k].float(), v.float(), atol=1e-6), (part, k)
-    assert torch.equal(resumed["random"]["gen"], reference["random"]["gen"])
+    _same_state_as_reference(run, tmp_path / "reference")
 
 
 def test_resume_refuses_shape_changes_and_going_back_before_touching_the_run(pack, tmp_path):

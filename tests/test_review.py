@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curate import cli
 from curate.filter import REVIEWER, filter_manifest
 from manifests import file_sha256, read_manifest, sample_id, write_manifest
 from manifests.paths import cache_file, relative_to_manifest
@@ -31,16 +30,6 @@ pytestmark = pytest.mark.slow
 def fo():
     """FiftyOne, imported when a test needs it (not at collection)."""
     return pytest.importorskip("fiftyone", reason="fiftyone is needed for review")
-
-
-def run_cli(args, capsys):
-    code = 0
-    try:
-        cli.main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def build_review_manifest(tmp_path: Path, caltech: Path | None, n_real: int = 4) -> Path:
@@ -133,10 +122,10 @@ def _decisions(path):
     return {sid: d for sid, d in zip(df["sample_id"], df["review_decision"]) if not pd.isna(d)}
 
 
-def test_build_tag_elsewhere_pull_filter(fo, manifest, capsys, tmp_path):
+def test_build_tag_elsewhere_pull_filter(fo, manifest, curate_cli, tmp_path):
     from curate.review import dataset_name
 
-    code, out, err = run_cli(["review", "--manifest", str(manifest), "--no-launch"], capsys)
+    code, out, err = curate_cli(["review", "--manifest", str(manifest), "--no-launch"])
     assert code == 0, err
     name = dataset_name(manifest)
     ds = fo.load_dataset(name)
@@ -183,7 +172,7 @@ def test_build_tag_elsewhere_pull_filter(fo, manifest, capsys, tmp_path):
     clean_id, blurry_id, other_id = ids[0], ids[2], ids[3]
     tag_in_other_process(name, {clean_id: ["reject"], blurry_id: ["keep"], other_id: ["nice"]})
 
-    code, out, err = run_cli(["review", "--manifest", str(manifest), "--pull"], capsys)
+    code, out, err = curate_cli(["review", "--manifest", str(manifest), "--pull"])
     assert code == 0, err
     assert "2 decision(s)" in out
     assert _decisions(manifest) == {clean_id: "reject", blurry_id: "keep"}
@@ -193,7 +182,7 @@ def test_build_tag_elsewhere_pull_filter(fo, manifest, capsys, tmp_path):
 
     # pulling again changes nothing, not even the file
     before = file_sha256(manifest)
-    code, out, _ = run_cli(["review", "--manifest", str(manifest), "--pull"], capsys)
+    code, out, _ = curate_cli(["review", "--manifest", str(manifest), "--pull"])
     assert code == 0 and "2 decision(s)" in out
     assert file_sha256(manifest) == before
 
@@ -211,7 +200,7 @@ def test_build_tag_elsewhere_pull_filter(fo, manifest, capsys, tmp_path):
     m = read_manifest(manifest)
     m.df["busy_flag"] = pd.array([i == 4 for i in range(len(m.df))], dtype="boolean")
     write_manifest(m, manifest, stage="score")
-    code, out, err = run_cli(["review", "--manifest", str(manifest), "--no-launch"], capsys)
+    code, out, err = curate_cli(["review", "--manifest", str(manifest), "--no-launch"])
     assert code == 0, err
     assert _decisions(manifest) == {blurry_id: "keep"}
     ds = fo.load_dataset(name)
@@ -220,9 +209,9 @@ def test_build_tag_elsewhere_pull_filter(fo, manifest, capsys, tmp_path):
     assert ds.one(fo.ViewField("sample_id") == ids[4]).busy_flag is True
 
 
-def test_pull_without_dataset_is_a_user_error(fo, tmp_path, capsys):
+def test_pull_without_dataset_is_a_user_error(fo, tmp_path, curate_cli):
     path = build_review_manifest(tmp_path, None)
-    code, _, err = run_cli(["review", "--manifest", str(path), "--pull"], capsys)
+    code, _, err = curate_cli(["review", "--manifest", str(path), "--pull"])
     assert code == 2 and "no review dataset" in err
 
 
@@ -239,13 +228,13 @@ def test_new_dataset_starts_with_the_manifest_decisions(fo, tmp_path, capsys):
     assert pull_decisions(path) == 2
 
 
-def test_port_in_use_is_a_user_error(fo, tmp_path, capsys):
+def test_port_in_use_is_a_user_error(fo, tmp_path, curate_cli):
     path = build_review_manifest(tmp_path, None)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code, _, err = run_cli(["review", "--manifest", str(path), "--port", str(port)], capsys)
+        code, _, err = curate_cli(["review", "--manifest", str(path), "--port", str(port)])
     assert code == 2 and f"--port {port}" in err and "in use" in err
 
 
