@@ -117,7 +117,7 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
                     Image.fromarray(img, "RGB").save(buf, format="PNG")
                     if opts.zip:
                         sink.writestr(name, buf.getvalue())
-                    else:  # shared like a plain write (mkstemp alone would make it 0o600)
-                        write_bytes_atomic(out / name, buf.getvalue(), mode=0o644)
+                    else:
+                        write_bytes_atomic(out / name, buf.getvalue())
                 bar.update(len(z))
     return zpath if opts.zip else out

@@ -20,13 +20,24 @@ from typing import Iterator
 __all__ = ["atomic_path", "fsync_file", "temp_beside", "write_bytes_atomic", "write_text_atomic"]
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+# Files we write get the permissions a plain `open()` would give them (0o666 less the umask), not
+# mkstemp's private 0o600: a report or manifest is meant to be read by others. Read once at import.
+DEFAULT_MODE = 0o666 & ~_umask()
+
+
 def temp_beside(path: str | os.PathLike, *, suffix: str = ".tmp", prefix: str | None = None,
                 mode: int | None = None) -> Path:
     """Create an empty temp file in `path`'s folder (made if needed) and return its path.
 
     Named `<prefix><random><suffix>`, `prefix` defaulting to `.<name of path>.`; `mode`
-    is applied with `os.chmod` (mkstemp makes the file private, 0o600). The caller
-    renames or removes it; `atomic_path` does both.
+    (default: 0o666 less the umask, as `open()` would give) is applied with `os.chmod`, since
+    mkstemp makes the file private. The caller renames or removes it; `atomic_path` does both.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,12 +45,11 @@ def temp_beside(path: str | os.PathLike, *, suffix: str = ".tmp", prefix: str | 
                                dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    if mode is not None:
-        try:
-            os.chmod(tmp, mode)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    try:
+        os.chmod(tmp, DEFAULT_MODE if mode is None else mode)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
 
 

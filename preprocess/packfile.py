@@ -104,19 +104,16 @@ def _header(shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-_SHARED = 0o644  # mkstemp makes temp files private; a pack is meant to be shared
-
-
 def _temp(folder: Path, name: str) -> Path:
     from manifests.atomic import temp_beside  # for writing only: loading a pack needs no manifests
 
-    return temp_beside(folder / name, mode=_SHARED)
+    return temp_beside(folder / name)
 
 
 def write_json_atomic(path: Path, obj) -> None:
     from manifests.atomic import write_text_atomic
 
-    write_text_atomic(path, json.dumps(obj, indent=1) + "\n", mode=_SHARED, fsync=True)
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n", fsync=True)
 
 
 class PackWriter:
@@ -164,7 +161,7 @@ class PackWriter:
         meta = {**meta, "format": PACK_FORMAT, "n": self.n, "size": self.size,
                 "npy_bytes": st.st_size, "npy_mtime_ns": st.st_mtime_ns}
         side = sidecar_path(self.npy_path)
-        with atomic_path(side, mode=_SHARED) as side_tmp:
+        with atomic_path(side) as side_tmp:
             side_tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
             fsync_file(side_tmp)
             # Without a sidecar a pack is stale, so a crash between the two renames
@@ -223,7 +220,7 @@ def export_pngs(arr: np.ndarray, ids: list[str], folder: str | os.PathLike,
     names = [f"{sid}.png" for sid in ids]
     for i in tqdm(range(len(ids)), desc="png", unit="img", disable=not progress):
         path = folder / names[i]
-        with atomic_path(path, mode=_SHARED) as tmp:
+        with atomic_path(path) as tmp:
             Image.fromarray(np.asarray(arr[i]), "RGB").save(tmp, format="PNG")
     keep = set(names)
     remove_pngs(folder, [n for n in previous or [] if n not in keep])

@@ -1,10 +1,14 @@
 """manifests.atomic: temp file beside the target, os.replace on success, cleanup on failure."""
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from manifests.atomic import atomic_path, temp_beside, write_bytes_atomic, write_text_atomic
+
+from tests.conftest import REPO
 
 
 def _leftovers(folder, keep):
@@ -56,5 +60,20 @@ def test_prefix_and_mode(tmp_path):
         assert stat.S_IMODE(os.stat(tmp).st_mode) == 0o644
         tmp.write_text("{}")
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
-    t = temp_beside(target)
+    t = temp_beside(target, mode=0o600)
     assert t.parent == tmp_path and t.exists() and stat.S_IMODE(os.stat(t).st_mode) == 0o600
+
+
+def test_default_mode_is_what_a_plain_open_gives(tmp_path):
+    """mkstemp makes files private; ours must be readable like any file the user's umask allows."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_text_atomic(tmp_path / "ours.txt", "x")
+    assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+    old = os.umask(0o027)
+    try:
+        code = "from manifests.atomic import write_text_atomic as w; import sys; w(sys.argv[1], 'x')"
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "g.txt")], check=True, cwd=REPO)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "g.txt").st_mode) == 0o640
