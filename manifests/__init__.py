@@ -7,7 +7,7 @@ reading and writing API is loaded on first use.
 from .errors import ManifestError, UserError
 
 _LAZY = {
-    "Manifest": "io", "merge_columns": "io", "read_manifest": "io", "to_table": "io",
+    "Manifest": "io", "is_manifest": "io", "merge_columns": "io", "read_manifest": "io", "to_table": "io",
     "write_manifest": "io", "present": "paths",
     "file_sha256": "ids", "sample_id": "ids",
     "COLUMNS": "schema", "REQUIRED": "schema", "SCHEMA_VERSION": "schema", "STAGE_COLUMNS": "schema",

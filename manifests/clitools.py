@@ -43,7 +43,7 @@ def run_main(group: click.Group, prog: str, argv=None) -> None:
     try:
         group.main(args=argv, prog_name=prog, standalone_mode=False)
     except UserError as exc:
-        click.echo(f"{prog}: error: {exc}", err=True)
+        click.echo(f"{prog}: error: {' '.join(str(exc).split())}", err=True)  # one line, whatever the cause said
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo(f"{prog}: aborted", err=True)

@@ -55,21 +55,40 @@ class Manifest:
         return None
 
 
-def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
-    """Types that differ only in offset width (string vs large_string, list vs large_list)."""
-    if pa.types.is_large_string(got) and pa.types.is_string(want):
+def _castable(got: pa.DataType, want: pa.DataType) -> bool:
+    """Types a faithful rewrite of the same data can have: offset widths (string vs large_string, as
+    pandas 3 writes), number widths (float64 where we declare float32, as pandas writes back) and
+    lists/structs of those. A cast between them is tried with `safe=True`; anything else (text in
+    a number column, a list in a scalar column) is a type error."""
+    if got.equals(want):
         return True
-    if pa.types.is_large_list(got) and pa.types.is_list(want):
-        return got.value_type.equals(want.value_type) or _same_kind(got.value_type, want.value_type)
+    if pa.types.is_string(want) or pa.types.is_large_string(want):
+        return pa.types.is_string(got) or pa.types.is_large_string(got)
+    num = lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)  # noqa: E731
+    if num(want):
+        return num(got) and not (pa.types.is_floating(got) and pa.types.is_integer(want))
+    if pa.types.is_list(want) or pa.types.is_large_list(want):
+        return (pa.types.is_list(got) or pa.types.is_large_list(got)) and _castable(got.value_type,
+                                                                                    want.value_type)
+    if pa.types.is_struct(want):
+        return (pa.types.is_struct(got) and [f.name for f in got] == [f.name for f in want]
+                and all(_castable(g.type, w.type) for g, w in zip(got, want)))
     return False
 
 
-def _normalise(table: pa.Table) -> pa.Table:
-    """Cast known columns written with large offsets (e.g. by pandas 3) to the declared type."""
+def _normalise(table: pa.Table, where: str) -> pa.Table:
+    """Cast known columns written with other offset or number widths to the declared type."""
     for i, name in enumerate(table.column_names):
         want = COLUMNS.get(name)
-        if want is not None and _same_kind(table.schema.field(name).type, want.type):
-            table = table.set_column(i, want.with_nullable(True), table.column(i).cast(want.type))
+        got = table.schema.field(name).type
+        if want is None or got.equals(want.type) or not _castable(got, want.type):
+            continue  # an uncastable type is reported by _validate
+        try:
+            col = table.column(i).cast(want.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ManifestError(f"{where}: column {name!r} has type {got}, expected {want.type} "
+                                f"({exc})") from exc
+        table = table.set_column(i, want.with_nullable(True), col)
     return table
 
 
@@ -92,6 +111,16 @@ def _validate(table: pa.Table, where: str) -> None:
         raise ManifestError(f"{where}: column 'sample_id' has duplicate values")
 
 
+def is_manifest(path: str | os.PathLike) -> bool:
+    """A Parquet file written by `write_manifest` (its metadata carries our key), or one rewritten
+    by another tool (pandas, say) that still has the required columns."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError):
+        return False
+    return META_KEY in (schema.metadata or {}) or set(REQUIRED) <= set(schema.names)
+
+
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """Read and validate a manifest; a `ManifestError` names what is wrong."""
     path = Path(path)
@@ -101,7 +130,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         pf = pq.ParquetFile(path)
         table = pf.read()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"{path}: not a readable Parquet manifest ({exc})") from exc
+        raise ManifestError(f"{path}: not a readable Parquet manifest ({' '.join(str(exc).split())})") from exc
     raw = (table.schema.metadata or {}).get(META_KEY)
     meta = json.loads(raw) if raw else {}
     version = int(meta.get("schema_version", SCHEMA_VERSION))
@@ -110,7 +139,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             f"{path}: written with manifest schema version {version}, this tool reads up to "
             f"{SCHEMA_VERSION}; upgrade motocurate"
         )
-    table = _normalise(table)
+    table = _normalise(table, str(path))
     _validate(table, str(path))
     df = table.to_pandas(types_mapper=_types_mapper)
     return Manifest(df=df, root=meta.get("root"), history=meta.get("history", []), path=path,
@@ -160,6 +189,11 @@ def write_manifest(
     if isinstance(m, pd.DataFrame):
         m = Manifest(df=m)
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"cannot write the manifest {path}: it is a folder; give a file name")
+    if path.exists() and not is_manifest(path):  # a user's photo, say: never overwritten
+        raise ManifestError(f"refusing to overwrite {path}: it exists and is not a motocurate manifest; "
+                            "choose another file name")
     table = to_table(m.df.reset_index(drop=True))
     _validate(table, str(path))
     record = {

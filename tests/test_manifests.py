@@ -156,3 +156,45 @@ def test_sample_id_is_stable_and_separates_paths_and_crops():
     assert a == sample_id("ab" * 32, "x.jpg", 0)
     assert a.startswith("ab" * 8)
     assert len({a, sample_id("ab" * 32, "y.jpg", 0), sample_id("ab" * 32, "x.jpg", 1)}) == 3
+
+
+def test_a_manifest_rewritten_by_pandas_is_read_back(tmp_path):
+    """pandas writes float32 back as double (also inside the detections structs) and strings with
+    large offsets; a user who edited rows that way changed nothing we should refuse."""
+    df = _df()
+    df["busy_score"] = pd.array([0.25, None, 0.5], dtype="Float32")
+    box = {"label": "motorcycle", "conf": 0.5, "x0": 1.0, "y0": 2.0, "x1": 3.0, "y1": 4.0}
+    df["detections"] = [[box], [], None]
+    p, edited = tmp_path / "m.parquet", tmp_path / "edited.parquet"
+    write_manifest(df, p, stage="detect", root="/r")
+    pd.read_parquet(p).drop(index=1).to_parquet(edited)          # a hand edit: one row dropped
+    m = read_manifest(edited)
+    assert len(m.df) == 2
+    assert m.df["busy_score"].tolist() == [0.25, 0.5] and m.df["detections"].iloc[0][0]["conf"] == 0.5
+    write_manifest(m, edited, stage="again")                     # and stored with the declared types
+    assert pq.read_schema(edited).field("detections").type.equals(pa.list_(
+        pq.read_schema(p).field("detections").type.value_type))
+
+
+def test_a_fraction_in_an_integer_column_is_still_refused(tmp_path):
+    p = tmp_path / "m.parquet"
+    table = to_table(_df())
+    at = table.schema.get_field_index("width")
+    table = table.set_column(at, pa.field("width", pa.float64()), pa.array([10.5, None, 30.0]))
+    _write_raw(table, p)
+    with pytest.raises(ManifestError, match="'width'.*expected int32"):
+        read_manifest(p)
+
+
+def test_a_file_that_is_not_a_manifest_is_never_overwritten(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff a user's photo")
+    with pytest.raises(ManifestError, match="refusing to overwrite .*photo.jpg.*not a motocurate manifest"):
+        write_manifest(_df(), photo, stage="filter")
+    assert photo.read_bytes() == b"\xff\xd8\xff a user's photo"
+    foreign = tmp_path / "theirs.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), foreign)             # Parquet, but not a manifest
+    with pytest.raises(ManifestError, match="not a motocurate manifest"):
+        write_manifest(_df(), foreign, stage="filter")
+    with pytest.raises(ManifestError, match="is a folder"):
+        write_manifest(_df(), tmp_path, stage="filter")
