@@ -8,14 +8,18 @@ Per row (`hash_row`, in worker processes):
 - `phash_fine` / `phash_fine_mirror`: the same hash at 256 bits, used to verify
   each candidate pair (Caltech's side views on white are so alike that 64 bits
   alone confuse distinct bikes; calibration in docs/calibration.md);
+- `phash_full*`: the same four hashes of the whole decoded photo: the detector's box
+  moves between a photo and its resized or mirrored copy, so crops alone miss copies;
 - the quality figures the keeper choice needs (crop size, sharpness, busyness).
 
 Then (`group_rows`): exact pairs are rows whose signatures match (same decoded
 size, same crop index, thumbnails within `exact_tol`); near pairs are rows whose
-hashes (either one mirrored) are within `threshold` at 64 bits and
-`fine_threshold` at 256 bits. Pairs are joined by union-find into `dup_group`;
+crop hashes, or (for each file's primary sample, crop index 0) whole-photo
+hashes, are within `threshold` at 64 bits and `fine_threshold` at 256 bits,
+either copy mirrored. Pairs are joined by union-find into `dup_group`;
 in each group the keeper is the best copy: bike not cut off, then the larger
-crop, then sharper, then less busy; the reason is recorded in `dup_reason`.
+crop, then sharper, then less busy, but first a copy that no other rule of `curate filter`
+rejects (so a group never loses every copy); the reason is recorded in `dup_reason`.
 Nothing is deleted. Rows that cannot be decoded get null hashes and are never
 grouped.
 """
@@ -124,11 +128,17 @@ def hash_row(job: dict, method: str) -> dict:
         out["hash_error"] = str(exc)
         return out
     out["pixel_hash"] = hashing.pixel_signature(full)
-    h, m = hashing.hash_with_mirror(img, method)
     fine = hashing.HASHERS_FINE[method]
-    out["phash"], out["phash_mirror"] = hashing.to_hex(h), hashing.to_hex(m)
-    out["phash_fine"] = str(fine(img))
-    out["phash_fine_mirror"] = str(fine(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+
+    def four(im) -> dict:
+        h, m = hashing.hash_with_mirror(im, method)
+        return {"": hashing.to_hex(h), "_mirror": hashing.to_hex(m), "_fine": str(fine(im)),
+                "_fine_mirror": str(fine(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))}
+
+    crop = four(img)
+    whole = crop if full is img else four(full)        # no crop: the photo is the sample
+    out.update({f"phash{k}": v for k, v in crop.items()})
+    out.update({f"phash_full{k}": v for k, v in whole.items()})
     out["q_area"] = img.size[0] * img.size[1]
     out["q_size"] = f"{img.size[0]}x{img.size[1]}"
     if job.get("measure", True):
@@ -178,7 +188,7 @@ class PartialLog:
 def _key(opts: DedupeOptions) -> str:
     import hashlib
 
-    return hashlib.sha256(f"v1:{opts.method}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"v2:{opts.method}".encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------ grouping
@@ -253,16 +263,18 @@ def near_pairs(h: list[str | None], hm: list[str | None], fine: list[str | None]
 
 
 def _quality(row: dict) -> tuple:
-    """Higher is better: bike not cut off, larger crop, sharper, less busy."""
+    """Higher is better: no other reject rule fires, bike not cut off, larger crop, sharper, less busy."""
     cut = row.get("cut_off")
     not_cut = 0 if (cut is True or (cut is not None and cut is not pd.NA and bool(cut))) else 1
     busy = row.get("busy")
-    return (not_cut, row.get("area") or 0, row.get("sharp") or 0.0,
+    return (0 if row.get("rejected_as") else 1, not_cut, row.get("area") or 0, row.get("sharp") or 0.0,
             -(busy if busy is not None else 0.0))
 
 
 def _why(best: dict, second: dict) -> str:
     if _quality(best)[0] != _quality(second)[0]:
+        return f"passes the other checks (the other copy is rejected as {second['rejected_as']})"
+    if _quality(best)[1] != _quality(second)[1]:
         return "bike not cut off"
     if (best.get("area") or 0) != (second.get("area") or 0):
         return f"larger crop ({best['size']} vs {second['size']})"
@@ -273,24 +285,46 @@ def _why(best: dict, second: dict) -> str:
     return "identical quality: first by path"
 
 
+def _distances(a: str, b: str, b_mirror: str, mirror: bool) -> list[tuple[int, bool]]:
+    """Hamming distances of hex hashes: a to b, and to b's mirror image when `mirror`."""
+    out = [((int(a, 16) ^ int(b, 16)).bit_count(), False)]
+    if mirror:
+        out.append(((int(a, 16) ^ int(b_mirror, 16)).bit_count(), True))
+    return out
+
+
+def rejected_otherwise(df: pd.DataFrame) -> list[str | None]:
+    """Per row, the reason `curate filter` would reject it for if duplicates were allowed (its
+    default rules and the reviewer's tags), else None: a group's keeper must be a copy that stays."""
+    from .filter import FilterOptions, decide
+
+    return decide(df, FilterOptions(disabled=("duplicate",))).reason
+
+
 def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
     """From per-row hashes and quality (`q`, one row per manifest row, in order) to the dup columns.
 
     `q` columns: sample_id, path, crop_index, pixel_hash, phash, phash_mirror, phash_fine,
-    phash_fine_mirror, area, size, sharp, busy, cut_off.
+    phash_fine_mirror, area, size, sharp, busy, cut_off, rejected_as (see `rejected_otherwise`).
     """
     from .grouping import connected_groups
     from .hashing import signatures_match
 
     n = len(q)
-    nn = lambda col: [v if present(v) else None for v in q[col].tolist()]  # noqa: E731
+    nn = lambda col: [v if col in q.columns and present(v) else None  # noqa: E731
+                      for v in (q[col].tolist() if col in q.columns else [None] * n)]
     sig, h, hm, fine, fine_m = (nn(c) for c in ("pixel_hash", "phash", "phash_mirror",
                                                   "phash_fine", "phash_fine_mirror"))
     crop_index = [int(v) for v in q["crop_index"].fillna(0).tolist()]
+    # whole-photo hashes: one per file (its primary sample), or every crop of it would match
+    hf, hfm, ff, ffm = ([v if crop_index[i] == 0 else None for i, v in enumerate(nn(c))]
+                        for c in ("phash_full", "phash_full_mirror", "phash_full_fine", "phash_full_fine_mirror"))
     ex = exact_pairs(sig, crop_index, opts.exact_tol)
     near = near_pairs(h, hm, fine, fine_m, opts)
-    log.info("dedupe: %d exact pair(s), %d near pair(s)", len(ex), len(near))
-    pairs = np.asarray([(i, j) for i, j in ex] + [(i, j) for i, j, _, _ in near],
+    near_full = near_pairs(hf, hfm, ff, ffm, opts)
+    log.info("dedupe: %d exact pair(s), %d near pair(s) of crops, %d of whole photos", len(ex), len(near),
+             len(near_full))
+    pairs = np.asarray([(i, j) for i, j in ex] + [(i, j) for i, j, _, _ in (*near, *near_full)],
                        dtype=np.int64).reshape(-1, 2)
     labels = connected_groups(n, pairs)
     sizes = np.bincount(labels, minlength=n)
@@ -323,13 +357,15 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
             if sig[i] and sig[best] and crop_index[i] == crop_index[best] and \
                     signatures_match(sig[i], sig[best], opts.exact_tol):
                 kind = "exact duplicate"
-            elif h[i] and h[best]:
-                d = (int(h[i], 16) ^ int(h[best], 16)).bit_count()
-                dm = (int(h[i], 16) ^ int(hm[best], 16)).bit_count() if opts.mirror else 99
-                kind = (f"near duplicate ({opts.method} distance {min(d, dm)}"
-                        f"{', mirrored' if dm < d else ''})")
             else:
-                kind = "duplicate"
+                near_kind = [(d, what, mir) for what, (a, am) in (("crop", (h, hm)), ("whole photo", (hf, hfm)))
+                             if a[i] and a[best]
+                             for d, mir in _distances(a[i], a[best], am[best], opts.mirror)]
+                if near_kind:
+                    d, what, mir = min(near_kind)
+                    kind = f"near duplicate ({what}, {opts.method} distance {d}{', mirrored' if mir else ''})"
+                else:
+                    kind = "duplicate"
             reason[i] = f"{kind} of {rows[best]['sample_id']} ({rows[best]['path']})"
     return pd.DataFrame({
         "sample_id": q["sample_id"].astype("string"),
@@ -343,7 +379,7 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
 # ------------------------------------------------------------------ the stage
 
 HASH_COLUMNS = ("pixel_hash", "phash", "phash_mirror", "phash_fine", "phash_fine_mirror",
-                "hash_error")
+                "phash_full", "phash_full_mirror", "phash_full_fine", "phash_full_fine_mirror", "hash_error")
 
 
 def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
@@ -370,7 +406,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         plog.remove()
     # rows hashed by an earlier complete run with the same method and same source are reused
     prev = m.stage_params(STAGE) or {}
-    if not opts.force and prev.get("method") == opts.method and "hash_source" in df.columns:
+    if not opts.force and prev.get("method") == opts.method and {"hash_source", "phash_full"} <= set(df.columns):
         for r in df.to_dict("records"):
             sid = str(r["sample_id"])
             if sid not in done and present(r.get("hash_source")) and present(r.get("q_area")):
@@ -394,11 +430,13 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         "pixel_hash": res["pixel_hash"].to_numpy(), "phash": res["phash"].to_numpy(),
         "phash_mirror": res["phash_mirror"].to_numpy(), "phash_fine": res["phash_fine"].to_numpy(),
         "phash_fine_mirror": res["phash_fine_mirror"].to_numpy(),
+        **{c: res[c].to_numpy() for c in HASH_COLUMNS if c.startswith("phash_full")},
         "hash_error": res["hash_error"].to_numpy(),
         "area": res["q_area"].to_numpy(), "size": res["q_size"].to_numpy(),
         "sharp": _prefer(df, "blur_raw", res["q_sharp"]),
         "busy": _prefer(df, "busy_raw", res["q_busy"]),
         "cut_off": df["cut_off"].to_numpy() if "cut_off" in df.columns else [None] * len(df),
+        "rejected_as": rejected_otherwise(df),
     })
     q = q.astype(object).where(pd.notna(q), None)
     groups = group_rows(q, opts)

@@ -215,7 +215,7 @@ def test_keeper_prefers_not_cut_off_then_larger_crop(tmp_path):
     dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)
     rows = by_path(read_manifest(mp))
     assert rows["b.png"]["dup_keeper"] is True and rows["a.png"]["is_duplicate"] is True
-    assert rows["b.png"]["dup_reason"] == "kept: bike not cut off"
+    assert rows["b.png"]["dup_reason"] == "kept: passes the other checks (the other copy is rejected as cut_off)"
     assert rows["a.png"]["hash_source"] == "cache/crops/a.png.crop.png"
     # without the cut-off flags the larger crop wins
     m = read_manifest(mp)
@@ -225,6 +225,26 @@ def test_keeper_prefers_not_cut_off_then_larger_crop(tmp_path):
     rows = by_path(read_manifest(mp))
     assert rows["a.png"]["dup_keeper"] is True
     assert rows["a.png"]["dup_reason"].startswith("kept: larger crop")
+
+
+def test_the_keeper_is_a_copy_no_other_rule_rejects(tmp_path):
+    """A larger greyscale copy would win on size, but the grey check rejects it: keeping it would
+    lose the photo altogether (the colour copy rejected as its duplicate, the grey one as grey)."""
+    from curate.filter import filter_manifest
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    img = photo(3, (300, 225))
+    img.save(root / "a.png")
+    img.resize((600, 450), Image.Resampling.LANCZOS).convert("L").convert("RGB").save(root / "b.png")
+    mp = make_manifest(tmp_path, root, ["a.png", "b.png"],
+                       extra={"a.png": {"grey_flag": False}, "b.png": {"grey_flag": True}})
+    dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)
+    rows = by_path(read_manifest(mp))
+    assert rows["a.png"]["dup_keeper"] is True and rows["b.png"]["is_duplicate"] is True
+    assert rows["a.png"]["dup_reason"] == "kept: passes the other checks (the other copy is rejected as grey)"
+    res = filter_manifest(mp)
+    assert res.kept == 1 and read_manifest(res.out_path).df["path"].tolist() == ["a.png"]
 
 
 def test_same_file_crops_are_not_exact_duplicates(tmp_path):
@@ -393,3 +413,30 @@ def test_keeper_quality_measured_only_without_score_columns(tmp_path):
     assert measured["q_sharp"] > 0 and measured["q_busy"] is not None
     assert "q_sharp" not in reused and "q_busy" not in reused
     assert reused["phash"] == measured["phash"] and reused["q_area"] == measured["q_area"]
+
+
+@pytest.mark.slow
+def test_real_pipeline_groups_resized_and_mirrored_copies(tmp_path, caltech, tflite_weights, curate_cli):
+    """Through detection the crop box moves between a photo and its copies (crop hashes alone
+    found 6 of 10 mirrors here); the whole-photo hashes must group every copy with its original."""
+    from PIL import ImageOps
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = [f"image_{i:04d}.jpg" for i in range(100, 108)]
+    for n in names:
+        with Image.open(caltech / n) as im:
+            im = im.convert("RGB")
+        im.save(photos / n, quality=95)
+        ImageOps.mirror(im).save(photos / f"mirror_{n}", quality=90)
+        im.resize((round(im.width * 0.7), round(im.height * 0.7)), Image.Resampling.LANCZOS).save(
+            photos / f"small_{n}", quality=90)
+    code, _, err = curate_cli(["run", str(photos), "-o", str(tmp_path / "work"), "--weights", str(tflite_weights),
+                               "--workers", "1", "--no-report"])
+    assert code == 0, err
+    rows = by_path(read_manifest(tmp_path / "work" / "manifest.parquet"))
+    for n in names:
+        group = {rows[p]["dup_group"] for p in (n, f"mirror_{n}", f"small_{n}")}
+        assert len(group) == 1 and None not in group, (n, [rows[p]["dup_reason"] for p in (n, f"mirror_{n}")])
+    groups = [rows[n]["dup_group"] for n in names]
+    assert len(set(groups)) == len(names), "distinct photos stay in distinct groups"

@@ -7,6 +7,10 @@ FIELDS = [
     pa.field("phash_mirror", pa.string()),       # the same of the left-right mirrored crop
     pa.field("phash_fine", pa.string()),         # 256-bit version (hex), verifies candidate pairs
     pa.field("phash_fine_mirror", pa.string()),
+    pa.field("phash_full", pa.string()),         # the same four hashes of the whole decoded photo
+    pa.field("phash_full_mirror", pa.string()),
+    pa.field("phash_full_fine", pa.string()),
+    pa.field("phash_full_fine_mirror", pa.string()),
     pa.field("hash_source", pa.string()),        # image hashed (relative to the manifest folder where inside it)
     pa.field("hash_error", pa.string()),         # why a row has no hashes (undecodable), else null
     pa.field("q_area", pa.int64()),              # crop pixels (keeper choice)
