@@ -419,9 +419,9 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     workers = resolve_workers(opts.workers)
     run_jobs(partial(hash_chunk, method=opts.method), todo, done, plog, folder, "hash_source",
              workers=workers, progress=progress, desc="dedupe: hashing")
-    res = pd.DataFrame([{**{c: None for c in (*HASH_COLUMNS, "q_area", "q_size", "q_sharp",
-                                              "q_busy")}, **done.get(j["sample_id"], {}),
-                         "sample_id": j["sample_id"]} for j in jobs])
+    res_cols = ["sample_id", *HASH_COLUMNS, "hash_source", "q_area", "q_size", "q_sharp", "q_busy"]
+    res = pd.DataFrame([{**{c: None for c in res_cols}, **done.get(j["sample_id"], {}),
+                         "sample_id": j["sample_id"]} for j in jobs], columns=res_cols)
     # keeper quality: score columns when present (more faithful), else what hashing measured
     q = pd.DataFrame({
         "sample_id": df["sample_id"].astype(str).to_numpy(),

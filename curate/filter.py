@@ -43,6 +43,10 @@ class Rule:
     test: Callable[[pd.DataFrame], np.ndarray]
     overridable: bool = True         # a reviewer's `keep` wins over it
     flag: bool = False               # derived from a `<check>_flag` column
+    any_column: bool = False         # applies when any one of `columns` exists
+
+    def applies(self, columns: set[str]) -> bool:
+        return bool(set(self.columns) & columns) if self.any_column else set(self.columns) <= columns
 
 
 def _bool(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -79,6 +83,18 @@ def register(rule: Rule) -> Rule:
 register(Rule("unreadable", "unreadable file", ("status",), _unreadable, overridable=False))
 register(Rule("detect_failed", "detection failed", ("detect_status",),
               lambda df: _str_in(df, "detect_status", ["not_decodable", "error"]), overridable=False))
+def _not_measured(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose pixels score or dedupe could not read (a crop deleted from the cache, say): nothing
+    says they are good, and training could not read them either."""
+    out = np.zeros(len(df), dtype=bool)
+    for col in ("score_error", "hash_error"):
+        if col in df.columns:
+            out |= df[col].astype("string").fillna("").str.len().gt(0).to_numpy(dtype=bool)
+    return out
+
+
+register(Rule("not_measured", "pixels could not be read by score or dedupe", ("score_error", "hash_error"),
+              _not_measured, overridable=False, any_column=True))
 register(Rule("no_motorbike", "no motorbike", ("detect_status",),
               lambda df: _str_in(df, "detect_status", ["no_motorbike"])))
 register(Rule("duplicate", "duplicates", ("is_duplicate",), lambda df: _bool(df, "is_duplicate")))
@@ -93,6 +109,7 @@ FLAG_TITLES = {
     "small": "too small",
     "aspect": "odd aspect ratio",
     "grey": "greyscale",
+    "crowded": "crowded (other objects overlap the bike)",
 }
 
 
@@ -110,7 +127,7 @@ def flag_checks(columns) -> list[str]:
 def applicable_rules(columns) -> list[Rule]:
     """Registered rules whose columns exist, then one rule per score check, in that order."""
     cols = set(columns)
-    rules = [r for r in RULES.values() if set(r.columns) <= cols]
+    rules = [r for r in RULES.values() if r.applies(cols)]
     rules += [flag_rule(c) for c in flag_checks(columns) if c not in RULES]
     return rules
 
@@ -147,6 +164,8 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
     """The verdict for every row of a manifest table (no I/O)."""
     rules = applicable_rules(df.columns)
     known = {r.name for r in rules} | set(RULES) | set(FLAG_TITLES)
+    if REVIEWER in opts.disabled:
+        raise UserError(f"--no-rule {REVIEWER}: the reviewer's tags are not a rule; use --ignore-review")
     unknown = [n for n in opts.disabled if n not in known]
     if unknown:
         raise UserError(f"--no-rule {unknown[0]}: unknown rule; choose from {', '.join(sorted(known))}")

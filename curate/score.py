@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from manifests import Manifest, UserError, merge_columns, read_manifest, write_manifest
@@ -34,10 +35,18 @@ class ScoreOptions:
     size: int = checks.MEASURE_SIDE                  # longer side the crop is measured at
     workers: int | None = None
     force: bool = False                              # re-measure every row
+    default_thresholds: bool = False                 # forget the thresholds set on earlier runs
 
-    def resolved_thresholds(self) -> dict[str, float]:
-        return {**{n: c.threshold for n, c in checks.CHECKS.items()}, **validate_thresholds(
-            dict(self.thresholds))}
+    def user_thresholds(self, prev: dict | None) -> dict[str, float]:
+        """Thresholds the user set: on earlier runs of this manifest (remembered, so that a later
+        `curate run` does not silently undo a `--rethreshold`), then these options."""
+        earlier = {} if self.default_thresholds else (prev or {}).get("set_thresholds", {})
+        return {**validate_thresholds(earlier), **validate_thresholds(dict(self.thresholds))}
+
+
+def resolve_thresholds(user: dict[str, float]) -> dict[str, float]:
+    """The calibrated default of every check, overridden by the user's."""
+    return {**{n: c.threshold for n, c in checks.CHECKS.items()}, **user}
 
 
 def validate_thresholds(th: dict[str, float]) -> dict[str, float]:
@@ -99,7 +108,8 @@ def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
     """raw -> score -> flag for every check, typed for the manifest."""
     out = pd.DataFrame({"sample_id": raws["sample_id"].astype("string").to_numpy()})
     for name, c in checks.CHECKS.items():
-        raw = [v if present(v) else None for v in raws.get(f"{name}_raw", [None] * len(raws))]
+        # rounded to the stored float32 first: scores made now and from a reread manifest agree
+        raw = [float(np.float32(v)) if present(v) else None for v in raws.get(f"{name}_raw", [None] * len(raws))]
         sc = [c.score(v) for v in raw]
         out[f"{name}_raw"] = pd.array(raw, dtype="Float32")
         out[f"{name}_score"] = pd.array(sc, dtype="Float32")
@@ -113,13 +123,16 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     """Measure every row's crop (resuming), score and flag; rewrite the manifest in place."""
     from .pool import resolve_workers
 
-    thresholds = opts.resolved_thresholds()
     if not 32 <= opts.size <= 2048:
         raise UserError(f"--size must be in 32..2048 (got {opts.size})")
+    opts.user_thresholds(None)  # bad --threshold values fail before any reading
     manifest_path = Path(manifest_path)
     m = read_manifest(manifest_path)
     if m.root is None:
         raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
+    prev = m.stage_params(STAGE) or {}
+    user = opts.user_thresholds(prev)
+    thresholds = resolve_thresholds(user)
     df, folder = m.df, m.folder
     jobs = []
     for r in df.to_dict("records"):
@@ -130,7 +143,6 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     if opts.force:
         plog.remove()
     done = {} if opts.force else plog.load()
-    prev = m.stage_params(STAGE) or {}
     if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns:
         for r in df.to_dict("records"):
             sid = str(r["sample_id"])
@@ -153,7 +165,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         if r.get("score_error") is None and r.get("blur_raw") is not None:
             r["crowded_raw"] = j["others"]
         recs.append(r)
-    raws = pd.DataFrame(recs)
+    raws = pd.DataFrame(recs, columns=["sample_id", "score_source", "score_error", "subject_frac",
+                                       *(f"{n}_raw" for n in checks.CHECKS)])
     new = _columns(raws, thresholds)
     new["subject_frac"] = pd.array([v if present(v) else None
                                     for v in raws.get("subject_frac", [None] * len(raws))],
@@ -162,9 +175,14 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         new[c] = pd.array([v if present(v) else None for v in raws.get(c, [None] * len(raws))],
                           dtype="string")
     m.df = merge_columns(df, new)
+    errors = int(new["score_error"].notna().sum())
+    if errors:
+        log.warning("%d row(s) could not be measured (see score_error); `curate filter` rejects them "
+                    "as not_measured", errors)
     params = {"size": opts.size, "workers": workers, "force": opts.force,
-              "checks": checks.describe(thresholds), "thresholds": thresholds,
-              "flagged": {n: int(new[f"{n}_flag"].fillna(False).sum()) for n in checks.CHECKS}}
+              "checks": checks.describe(thresholds), "thresholds": thresholds, "set_thresholds": user,
+              "flagged": {n: int(new[f"{n}_flag"].fillna(False).sum()) for n in checks.CHECKS},
+              "errors": errors}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     plog.remove()
     return m
@@ -187,6 +205,7 @@ def reflag(manifest_path, thresholds: dict[str, float]) -> Manifest:
         sc = df[col].astype("Float32")
         df[f"{name}_flag"] = (sc >= th[name]).astype("boolean")
     params = {**prev, "thresholds": th, "checks": checks.describe(th), "rethreshold": sorted(new_th),
+              "set_thresholds": {**prev.get("set_thresholds", {}), **new_th},
               "flagged": {n: int(df[f"{n}_flag"].fillna(False).sum())
                           for n in checks.CHECKS if f"{n}_flag" in df.columns}}
     m.df = df
@@ -194,4 +213,4 @@ def reflag(manifest_path, thresholds: dict[str, float]) -> Manifest:
     return m
 
 
-__all__ = ["ScoreOptions", "reflag", "score_manifest", "validate_thresholds"]
+__all__ = ["ScoreOptions", "reflag", "resolve_thresholds", "score_manifest", "validate_thresholds"]

@@ -41,15 +41,17 @@ Examples:
               help="Manifest to score (rewritten in place).")
 @click.option("--threshold", "thresholds", multiple=True, callback=_parse_thresholds,
               metavar="NAME=SCORE",
-              help=f"Flag when the check's score >= SCORE (0-1). Checks: {', '.join(CHECKS)}.")
+              help=f"Flag when the check's score >= SCORE (0-1); later runs remember it. Checks: {', '.join(CHECKS)}.")
 @click.option("--rethreshold", is_flag=True,
               help="Only recompute the flags of the given --threshold checks from stored scores.")
 @click.option("--size", type=click.IntRange(32, 2048), default=D.size, show_default=True,
               help="Longer side (px) the crop is measured at.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes (default: all cores).")
+@click.option("--default-thresholds", is_flag=True,
+              help="Forget thresholds set on earlier runs (they are remembered in the manifest).")
 @click.option("--force", is_flag=True, help="Measure every row again.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def score(manifest, thresholds, rethreshold, size, workers, force, no_progress):
+def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, force, no_progress):
     """Score every sample's crop: busy background, blur, exposure, small subject, aspect, grey."""
     from manifests.errors import UserError
 
@@ -61,8 +63,13 @@ def score(manifest, thresholds, rethreshold, size, workers, force, no_progress):
         m = reflag(manifest, dict(thresholds))
     else:
         m = score_manifest(manifest, ScoreOptions(thresholds=thresholds, size=size, workers=workers,
-                                                  force=force), progress=not no_progress)
+                                                  force=force, default_thresholds=default_thresholds),
+                           progress=not no_progress)
     params = m.stage_params("score") or {}
     click.echo(f"{manifest}: {len(m.df)} rows")
+    mine = params.get("set_thresholds") or {}
     for name, n in (params.get("flagged") or {}).items():
-        click.echo(f"  {name:<8s} threshold {params['thresholds'][name]:.2f}  flagged {n}")
+        note = "  (set by you; --default-thresholds forgets it)" if name in mine else ""
+        click.echo(f"  {name:<8s} threshold {params['thresholds'][name]:.2f}  flagged {n}{note}")
+    if params.get("errors"):
+        click.echo(f"  {params['errors']} row(s) could not be measured (score_error): filter rejects them")

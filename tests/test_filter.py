@@ -9,7 +9,7 @@ from PIL import Image
 
 from curate.filter import REVIEWER, FilterOptions, applicable_rules, decide, filter_manifest
 from manifests import file_sha256, read_manifest, sample_id, write_manifest
-from manifests.errors import UserError
+from manifests.errors import ManifestError, UserError
 
 
 def make_manifest(tmp_path: Path, n: int, **columns) -> Path:
@@ -140,6 +140,17 @@ def test_cli_unknown_rule_is_one_line_exit_2(staged, curate_cli):
     code, _, err = curate_cli(["filter", "--manifest", str(staged), "--no-rule", "sharpness"])
     assert code == 2
     assert err.strip().count("\n") == 0 and "--no-rule sharpness" in err and "blur" in err
+    code, _, err = curate_cli(["filter", "--manifest", str(staged), "--no-rule", "reviewer"])
+    assert code == 2 and "use --ignore-review" in err
+
+
+def test_output_over_a_users_photo_is_refused(staged, tmp_path):
+    photo = tmp_path / "image_0001.jpg"
+    photo.write_bytes(b"\xff\xd8\xff a photo")
+    photo.chmod(0o444)
+    with pytest.raises(ManifestError, match="refusing to overwrite"):
+        filter_manifest(staged, photo)
+    assert photo.read_bytes() == b"\xff\xd8\xff a photo"
 
 
 def test_same_output_path_refused(staged):

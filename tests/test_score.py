@@ -188,6 +188,62 @@ def test_cli_score_and_rethreshold(scored_folder, capsys):
         assert e.value.code == 2
 
 
+def test_thresholds_set_by_the_user_are_remembered(scored_folder, curate_cli):
+    """A `--rethreshold` must survive the next plain `curate score` (which `curate run` does)."""
+    root, mp = scored_folder
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    reflag(mp, {"busy": 1.0})
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    m = read_manifest(mp)
+    assert m.stage_params("score")["thresholds"]["busy"] == 1.0 and by_path(m)["street.png"]["busy_flag"] is False
+    code, out, _ = curate_cli(["score", "--manifest", str(mp), "--workers", "1", "--no-progress"])
+    assert code == 0 and "threshold 1.00  flagged 0  (set by you" in out
+    code, out, _ = curate_cli(["score", "--manifest", str(mp), "--default-thresholds", "--no-progress"])
+    m = read_manifest(mp)
+    assert m.stage_params("score")["thresholds"]["busy"] == checks.CHECKS["busy"].threshold
+    assert by_path(m)["street.png"]["busy_flag"] is True and "set by you" not in out
+
+
+def test_rescoring_a_reread_manifest_changes_no_score(scored_folder):
+    """Scores come from float32-rounded raws, as stored: a rerun reusing them gives the same scores."""
+    root, mp = scored_folder
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    first = read_manifest(mp).df
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    again = read_manifest(mp).df
+    for name in checks.CHECKS:
+        pd.testing.assert_series_equal(first[f"{name}_score"], again[f"{name}_score"])
+
+
+def test_rows_that_cannot_be_measured_are_counted_and_rejected(scored_folder, curate_cli):
+    from curate.filter import filter_manifest
+
+    root, mp = scored_folder
+    (mp.parent / "cache" / "crops" / "plain.png").unlink()      # a crop deleted from the cache
+    code, out, _ = curate_cli(["score", "--manifest", str(mp), "--workers", "1", "--no-progress"])
+    assert code == 0 and "2 row(s) could not be measured" in out   # bad.jpg and plain.png
+    m = read_manifest(mp)
+    assert by_path(m)["plain.png"]["score_error"].startswith("FileNotFoundError")
+    filter_manifest(mp)
+    rows = by_path(read_manifest(mp))
+    assert rows["plain.png"]["keep"] is False and rows["plain.png"]["reject_reason"] == "not_measured"
+    assert rows["bad.jpg"]["reject_reason"] == "unreadable"
+
+
+def test_an_empty_manifest_is_scored_and_deduped(tmp_path, curate_cli):
+    from manifests import write_manifest
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo(1).save(root / "a.png")
+    m = read_manifest(make_manifest(tmp_path, root, ["a.png"]))
+    m.df = m.df.iloc[0:0]                      # e.g. a clean.parquet where nothing was kept
+    mp = write_manifest(m, tmp_path / "work" / "clean.parquet", stage="filter")
+    for stage in ("score", "dedupe"):
+        code, out, err = curate_cli([stage, "--manifest", str(mp), "--no-progress"])
+        assert code == 0 and "0 rows" in out, err
+
+
 @pytest.mark.slow
 def test_real_photos_whole_image(tmp_path, caltech, cctv):
     """Without detection: every real photo gets finite raws; the greyscale Caltech photos are grey."""
