@@ -50,7 +50,8 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
 def contact_sheet(items: list[tuple[Path, str]], out: Path, opts: SheetOptions = SheetOptions()) -> Path:
     """Draw `(image path, caption)` items into a grid PNG at `out` (written atomically).
 
-    A file that does not decode gets a grey tile saying so, so the sheet still has one tile per item.
+    A file that is missing or does not decode gets a grey tile saying which, so the sheet still has one
+    tile per item.
     """
     out = Path(out)
     n = max(len(items), 1)
@@ -66,7 +67,8 @@ def contact_sheet(items: list[tuple[Path, str]], out: Path, opts: SheetOptions =
         im = thumbnail(Path(path), opts.tile)
         if im is None:
             draw.rectangle([x, y, x + opts.tile - 1, y + opts.tile - 1], fill=opts.missing)
-            draw.text((x + 4, y + opts.tile // 2 - 6), "does not decode", fill=(80, 0, 0), font=font)
+            label = "does not decode" if Path(path).exists() else "file missing"
+            draw.text((x + 4, y + opts.tile // 2 - 6), label, fill=(80, 0, 0), font=font)
         else:
             sheet.paste(im, (x + (opts.tile - im.width) // 2, y + (opts.tile - im.height) // 2))
         if opts.caption_h and caption:

@@ -5,14 +5,20 @@ reason (a capped, seeded sample of each), and a histogram per score check, split
 check flags, kept samples and samples rejected for another reason. Everything it links lies beside
 it in the output folder, so the folder can be copied or zipped as it is.
 
-The verdict comes from the manifest's `keep`/`reject_reason` columns (written by `curate filter`);
-when the filter has not run yet it is computed here with the default rules, and the page says so.
+The verdict is the one `curate filter` gives now: its rules as last run on this manifest (the default
+rules when it has not run, and the page says so) applied to the current flags, duplicates and review
+tags. When that differs from the manifest's `keep` column (scores re-thresholded since, say) the page
+says how many samples changed and that `curate filter` updates clean.parquet.
+
+The report never writes among the user's photos: its folder must be new, empty or an earlier report,
+and not inside the scanned folder (except `report/` beside the manifest, which scans skip).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import html
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +28,8 @@ import pandas as pd
 
 from manifests import read_manifest
 from manifests.atomic import write_text_atomic
-from manifests.paths import sample_image_path
+from manifests.errors import UserError
+from manifests.paths import present, sample_image_path
 
 from .contact_sheet import SheetOptions, contact_sheet
 from .filter import REVIEWER, FilterOptions, decide, flag_checks, titles
@@ -44,15 +51,30 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "x"
 
 
-def _verdict(df: pd.DataFrame) -> tuple[np.ndarray, list[str | None], bool]:
-    """(keep, reason, from_filter): the filter's columns when present, else computed now."""
-    if "keep" in df.columns and "reject_reason" in df.columns and df["keep"].notna().all():
-        keep = df["keep"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-        reason = [None if k else (str(r) if r is not None and r is not pd.NA else "unknown")
-                  for k, r in zip(keep, df["reject_reason"].tolist())]
-        return keep, reason, True
-    v = decide(df, FilterOptions())
-    return v.keep, v.reason, False
+@dataclass
+class _Verdict:
+    keep: np.ndarray
+    reason: list[str | None]
+    filtered: bool            # `curate filter` has run on this manifest
+    changed: int              # samples whose verdict differs from the manifest's `keep` column
+
+
+def _verdict(m) -> _Verdict:
+    """What `curate filter` would decide now, with the options of its last run on this manifest."""
+    df = m.df
+    last = m.stage_params("filter")
+    opts = FilterOptions()
+    if last is not None:
+        opts = FilterOptions(disabled=tuple(last.get("disabled", ())), use_review=last.get("use_review", True))
+    try:
+        v = decide(df, opts)
+    except UserError:                     # a rule disabled then no longer exists: the defaults
+        v = decide(df, FilterOptions())
+    changed = 0
+    if last is not None and "keep" in df.columns:
+        stored = df["keep"].astype("boolean")
+        changed = int((stored.isna() | (stored.fillna(False).to_numpy(dtype=bool) != v.keep)).sum())
+    return _Verdict(v.keep, v.reason, last is not None, changed)
 
 
 def _pick(idx: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -93,6 +115,40 @@ img { max-width: 100%; border: 1px solid #ddd; }
 """
 
 
+REPORT_TITLE = "motocurate report"        # in every page's <title>: how a folder is known to be a report
+
+
+def _is_report(folder: Path) -> bool:
+    index = folder / "index.html"
+    try:
+        return index.is_file() and REPORT_TITLE in index.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        return False
+
+
+def _prepare_out_dir(out_dir: Path, m) -> None:
+    """Refuse a folder where the report would land among the user's files; make it; remove temp
+    files an interrupted report left."""
+    flag = f"-o {out_dir}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{flag}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_report(out_dir):
+        raise UserError(f"{flag}: the folder holds other files and no earlier report; choose a new or empty folder")
+    real, beside = Path(os.path.realpath(out_dir)), Path(os.path.realpath(m.folder / "report"))
+    if m.root and real != beside:
+        root = Path(os.path.realpath(m.root))
+        if real == root or root in real.parents:
+            raise UserError(f"{flag}: inside the scanned folder {m.root}, whose next scan would take the "
+                            "report's pictures for photos; choose a folder outside it")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag}: cannot create the folder ({exc.strerror or exc})") from exc
+    for tmp in out_dir.glob(".*"):
+        if tmp.is_file() and tmp.name.startswith((".index.html.", ".sheet_", ".hist_")):
+            tmp.unlink(missing_ok=True)
+
+
 def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOptions = ReportOptions()) -> Path:
     """Write `out_dir/index.html` with its PNGs; returns the path of the page."""
     from tqdm import tqdm
@@ -100,11 +156,19 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
     from .plots import score_histogram
 
     manifest_path, out_dir = Path(manifest_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     m = read_manifest(manifest_path)
-    df = m.df.reset_index(drop=True)
+    m.df = m.df.reset_index(drop=True)
+    df = m.df
     root = m.root or str(m.folder)
-    keep, reason, from_filter = _verdict(df)
+    _prepare_out_dir(out_dir, m)
+    verdict = _verdict(m)
+    keep, reason = verdict.keep, verdict.reason
+    missing = [p for p in (sample_image_path(m.folder, root, r) for r in df.to_dict("records")
+                           if str(r.get("status")) == "ok" or present(r.get("repaired_path")))
+               if not p.exists()]
+    if missing:
+        log.warning("%d sample image(s) are missing, e.g. %s: `curate run` rebuilds the cache", len(missing),
+                    missing[0])
     names = titles(df.columns)
     n = len(df)
     records = df.to_dict("records")
@@ -151,16 +215,25 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>motocurate report: {html.escape(manifest_path.name)}</title>",
+        f"<title>{REPORT_TITLE}: {html.escape(manifest_path.name)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>Curation report: {html.escape(manifest_path.name)}</h1>",
         f"<p>Manifest <code>{html.escape(str(manifest_path.resolve()))}</code>, photos under "
         f"<code>{html.escape(str(root))}</code>; {n} samples, {int(keep.sum())} kept. Written "
         f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}.</p>",
     ]
-    if not from_filter:
+    if not verdict.filtered:
         parts.append('<p class="note">The filter has not been run on this manifest: the verdict '
                      "below uses the default rules (run <code>curate filter</code>).</p>")
+    elif verdict.changed:
+        parts.append(f'<p class="note">{verdict.changed} sample(s) have another verdict than when '
+                     "<code>curate filter</code> last ran (scores, duplicates or review tags changed since): "
+                     "the page shows the verdict it gives now; run <code>curate filter</code> to update "
+                     "clean.parquet.</p>")
+    if missing:
+        parts.append(f'<p class="note">{len(missing)} sample image(s) are missing (e.g. '
+                     f"<code>{html.escape(str(missing[0]))}</code>): their tiles say \"file missing\"; "
+                     "<code>curate run</code> rebuilds the cache.</p>")
     parts.append('<h2 id="counts">Counts</h2>')
     parts.append(_table(["reason", "what", "samples", "share"], rows))
     parts.append('<h2 id="status">Scan status</h2>')

@@ -20,7 +20,7 @@ D = ReportOptions()
 @click.option("--seed", type=int, default=D.seed, show_default=True,
               help="Which samples a capped contact sheet shows.")
 def report(manifest_path, out_dir, per_sheet, tile, seed):
-    """Write a self-contained HTML report: counts, contact sheets of kept and rejected samples, score histograms.
+    """Write an HTML report (index.html and its PNGs, in one folder): counts, contact sheets of kept and rejected samples, score histograms.
 
     \b
     Examples:

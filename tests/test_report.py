@@ -175,3 +175,46 @@ def test_contact_sheet_tiles_and_broken_files(tmp_path):
     # the broken and the missing file get grey tiles
     assert tuple(px[2 + 5, 54 + 45]) == (200, 200, 200)
     assert tuple(px[64 + 5, 2 + 45]) == (200, 200, 200)
+
+
+def test_report_never_lands_among_the_users_files(tmp_path, curate_cli):
+    path = make_manifest(tmp_path, None, n_gen=3)
+    photos = tmp_path / "photos"
+    before = {p.name: file_sha256(p) for p in photos.iterdir()}
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "index.html").write_text("my own page")
+    (tmp_path / "a_file").write_text("x")
+    for out, says in ((photos, "holds other files"), (photos / "report", "inside the scanned folder"),
+                      (notes, "holds other files"), (tmp_path / "a_file", "is a file"),
+                      (tmp_path / "a_file" / "sub", "cannot create the folder")):
+        code, _, err = curate_cli(["report", "--manifest", str(path), "-o", str(out)])
+        assert code == 2 and says in err and err.count("\n") == 1, (out, err)
+    assert {p.name: file_sha256(p) for p in photos.iterdir()} == before
+    assert (notes / "index.html").read_text() == "my own page"
+    # its own folder, and an earlier report, are fine; temp files an interrupted report left go
+    default = path.parent / "report"
+    assert curate_cli(["report", "--manifest", str(path)])[0] == 0
+    (default / ".hist_busy.png.abc123.png").write_bytes(b"half")
+    assert curate_cli(["report", "--manifest", str(path), "-o", str(default)])[0] == 0
+    assert not (default / ".hist_busy.png.abc123.png").exists()
+
+
+def test_report_shows_the_verdict_filter_gives_now_and_missing_images(tmp_path):
+    from curate.score import reflag
+    from manifests import read_manifest
+
+    path = make_manifest(tmp_path, None, n_gen=8)
+    m = read_manifest(path)
+    m.history[-1]["params"] = {"thresholds": {"busy": 0.8}}     # as if `curate score` wrote it
+    write_manifest(m, path, stage="score", params={"thresholds": {"busy": 0.8}})
+    res = filter_manifest(path, tmp_path / "clean.parquet")
+    index = write_report(path, tmp_path / "r")
+    assert "another verdict" not in index.read_text() and counts_table(parse(index))["kept"] == res.kept
+    reflag(path, {"busy": 0.0})                                  # every readable sample flagged busy now
+    (tmp_path / "photos" / "gen_0.png").unlink()
+    index = write_report(path, tmp_path / "r")
+    text = index.read_text()
+    table = counts_table(parse(index))
+    assert table["kept"] == 0 and f"{res.kept} sample(s) have another verdict" in text
+    assert "1 sample image(s) are missing" in text and "gen_0.png" in text
