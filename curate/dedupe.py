@@ -16,7 +16,8 @@ Then (`group_rows`): exact pairs are rows whose signatures match (same decoded
 size, same crop index, thumbnails within `exact_tol`); near pairs are rows whose
 crop hashes, or (for each file's primary sample, crop index 0) whole-photo
 hashes, are within `threshold` at 64 bits and `fine_threshold` at 256 bits,
-either copy mirrored. Pairs are joined by union-find into `dup_group`;
+either copy mirrored; a whole-photo pair also needs the two bikes' boxes at the
+same place in the photo (`SAME_SUBJECT_IOU`). Pairs are joined by union-find into `dup_group`;
 in each group the keeper is the best copy: bike not cut off, then the larger
 crop, then sharper, then less busy, but first a copy that no other rule of `curate filter`
 rejects (so a group never loses every copy); the reason is recorded in `dup_reason`.
@@ -285,12 +286,36 @@ def _why(best: dict, second: dict) -> str:
     return "identical quality: first by path"
 
 
-def _distances(a: str, b: str, b_mirror: str, mirror: bool) -> list[tuple[int, bool]]:
-    """Hamming distances of hex hashes: a to b, and to b's mirror image when `mirror`."""
-    out = [((int(a, 16) ^ int(b, 16)).bit_count(), False)]
-    if mirror:
-        out.append(((int(a, 16) ^ int(b_mirror, 16)).bit_count(), True))
-    return out
+# Whole-photo matches count only where the two samples' bikes sit at the same place in the photo
+# (boxes in units of the photo, IoU): frames of one fixed street camera look alike as photos while
+# their samples are different bikes.
+SAME_SUBJECT_IOU = 0.5
+
+
+def _unit_box(signature: str | None, box: list | None) -> tuple[float, float, float, float] | None:
+    """The primary box in units of the decoded photo (whose size the pixel signature records); the
+    whole photo when the row has no box."""
+    if signature is None:
+        return None
+    from .hashing import parse_signature
+
+    w, h, _ = parse_signature(signature)
+    if not box:
+        return (0.0, 0.0, 1.0, 1.0)
+    return (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+
+
+def _mirror_box(b):
+    return None if b is None else (1.0 - b[2], b[1], 1.0 - b[0], b[3])
+
+
+def _iou(a, b) -> float:
+    if a is None or b is None:
+        return 0.0
+    iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def rejected_otherwise(df: pd.DataFrame) -> list[str | None]:
@@ -305,7 +330,8 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
     """From per-row hashes and quality (`q`, one row per manifest row, in order) to the dup columns.
 
     `q` columns: sample_id, path, crop_index, pixel_hash, phash, phash_mirror, phash_fine,
-    phash_fine_mirror, area, size, sharp, busy, cut_off, rejected_as (see `rejected_otherwise`).
+    phash_fine_mirror, phash_full*, area, size, sharp, busy, cut_off, rejected_as (see
+    `rejected_otherwise`), primary_box (optional).
     """
     from .grouping import connected_groups
     from .hashing import signatures_match
@@ -321,11 +347,19 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
                         for c in ("phash_full", "phash_full_mirror", "phash_full_fine", "phash_full_fine_mirror"))
     ex = exact_pairs(sig, crop_index, opts.exact_tol)
     near = near_pairs(h, hm, fine, fine_m, opts)
-    near_full = near_pairs(hf, hfm, ff, ffm, opts)
+    boxes = [_unit_box(sig[i], _list(b)) for i, b in
+             enumerate(q["primary_box"].tolist() if "primary_box" in q.columns else [None] * n)]
+    near_full = [(i, j, d, mir) for i, j, d, mir in near_pairs(hf, hfm, ff, ffm, opts)
+                 if _iou(boxes[i], _mirror_box(boxes[j]) if mir else boxes[j]) >= SAME_SUBJECT_IOU]
     log.info("dedupe: %d exact pair(s), %d near pair(s) of crops, %d of whole photos", len(ex), len(near),
              len(near_full))
     pairs = np.asarray([(i, j) for i, j in ex] + [(i, j) for i, j, _, _ in (*near, *near_full)],
                        dtype=np.int64).reshape(-1, 2)
+    linked: dict[tuple[int, int], tuple[int, str, bool]] = {}    # near pair -> (distance, what, mirrored)
+    for what, found in (("whole photo", near_full), ("crop", near)):
+        for i, j, d, mir in found:
+            if (i, j) not in linked or d <= linked[(i, j)][0]:
+                linked[(i, j)] = (d, what, mir)
     labels = connected_groups(n, pairs)
     sizes = np.bincount(labels, minlength=n)
     rows = q.to_dict("records")
@@ -357,15 +391,11 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
             if sig[i] and sig[best] and crop_index[i] == crop_index[best] and \
                     signatures_match(sig[i], sig[best], opts.exact_tol):
                 kind = "exact duplicate"
+            elif (min(i, best), max(i, best)) in linked:
+                d, what, mir = linked[(min(i, best), max(i, best))]
+                kind = f"near duplicate ({what}, {opts.method} distance {d}{', mirrored' if mir else ''})"
             else:
-                near_kind = [(d, what, mir) for what, (a, am) in (("crop", (h, hm)), ("whole photo", (hf, hfm)))
-                             if a[i] and a[best]
-                             for d, mir in _distances(a[i], a[best], am[best], opts.mirror)]
-                if near_kind:
-                    d, what, mir = min(near_kind)
-                    kind = f"near duplicate ({what}, {opts.method} distance {d}{', mirrored' if mir else ''})"
-                else:
-                    kind = "duplicate"
+                kind = "near duplicate (through another copy in its group)"
             reason[i] = f"{kind} of {rows[best]['sample_id']} ({rows[best]['path']})"
     return pd.DataFrame({
         "sample_id": q["sample_id"].astype("string"),
@@ -437,6 +467,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         "busy": _prefer(df, "busy_raw", res["q_busy"]),
         "cut_off": df["cut_off"].to_numpy() if "cut_off" in df.columns else [None] * len(df),
         "rejected_as": rejected_otherwise(df),
+        "primary_box": df["primary_box"].tolist() if "primary_box" in df.columns else [None] * len(df),
     })
     q = q.astype(object).where(pd.notna(q), None)
     groups = group_rows(q, opts)
