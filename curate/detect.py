@@ -11,9 +11,14 @@ byte for byte are recorded (see `curate.crop.recrop`). With `per_image="all"`
 each further motorbike whose box's shorter side is at least `min_size` px gets
 its own row (`crop_index` 1..k, ranked the same way).
 
-Resumable: rows already detected with the same `detect_key` (weights sha256 +
-the options that change results) are skipped, and the manifest is rewritten
-atomically every `checkpoint_every` images and when the run stops.
+Resumable: rows already detected with the same `detect_key` are skipped, and the
+manifest is rewritten atomically every `checkpoint_every` images and when the run
+stops. The key covers the weights sha256, the options that change results (for
+fixed-size exports such as TFLite the model's own input size, not `--imgsz`, which
+they ignore) and, for a row decoded from a repaired copy, that copy's path (a
+content address), so re-running repair with other options redoes the rows it changed.
+A row whose pixels are gone (repaired copy or original vanished, or the file is no
+longer decodable) is redone too.
 """
 from __future__ import annotations
 
@@ -76,12 +81,22 @@ class DetectOptions:
                 "per_image": self.per_image, "min_size": self.min_size}
 
 
-def detect_key(weights_sha256: str, opts: DetectOptions) -> str:
+def detect_key(weights_sha256: str, opts: DetectOptions, imgsz=None) -> str:
+    """The run's resume key; `imgsz` is the size the model really takes when that is not
+    `opts.imgsz` (a fixed-size export: its input size, or "fixed" when it cannot be read)."""
     from .crop import EDGE_PX, PNG_COMPRESS
 
-    blob = json.dumps({"weights": weights_sha256, **opts.result_params(), "edge_px": EDGE_PX,
+    params = {**opts.result_params(), **({"imgsz": imgsz} if imgsz is not None else {})}
+    blob = json.dumps({"weights": weights_sha256, **params, "edge_px": EDGE_PX,
                        "png": PNG_COMPRESS}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def row_key(key: str, decoded_from: str) -> str:
+    """A row's `detect_key`: the run's key, bound to the repaired copy it was decoded from (if any)."""
+    if not decoded_from:
+        return key
+    return hashlib.sha256(f"{key}|{decoded_from}".encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- per-image analysis
@@ -262,6 +277,7 @@ class _Run:
     # ---- recording
     def record_failure(self, job: _Job, status: str, error: str) -> None:
         self.results[job.sample_id] = {**self.common, **EMPTY_CROP, "detect_status": status,
+                                       "detect_key": row_key(self.key, job.decoded_from),
                                        "detect_error": error, "detections": None, "n_motorbikes": None}
         self.extras[job.sample_id] = []
 
@@ -271,7 +287,7 @@ class _Run:
         height, width = bgr.shape[:2]
         bikes = rank_motorbikes(dets, self.det.motorbike_labels)
         image_cols = {**self.common, "detections": dets, "n_motorbikes": len(bikes),
-                      "detect_error": None}
+                      "detect_error": None, "detect_key": row_key(self.key, job.decoded_from)}
         if not bikes:
             self.results[job.sample_id] = {**image_cols, **EMPTY_CROP, "detect_status": "no_motorbike"}
             self.extras[job.sample_id] = []
@@ -361,6 +377,16 @@ class _Run:
         self.pending_writes = 0
 
 
+def _already_done(r: dict, job: _Job, key: str, folder: Path) -> bool:
+    """Detected with this key from this decoded source, which is still there, and its crop too."""
+    status = r.get("detect_status")
+    if not (present(r.get("detect_key")) and r["detect_key"] == row_key(key, job.decoded_from)
+            and present(status) and status in DONE_STATUSES and job.path.is_file()):
+        return False
+    cp = r.get("crop_path")
+    return status != "ok" or (present(cp) and (folder / str(cp)).is_file())
+
+
 def _select(m, key: str, folder: Path) -> tuple[list, list]:
     """Split base rows into (jobs to decode, not-decodable jobs); skip rows already done with `key`."""
     from manifests.paths import decoded_path
@@ -371,19 +397,13 @@ def _select(m, key: str, folder: Path) -> tuple[list, list]:
     for pos, r in enumerate(df.to_dict("records")):
         if int(r["crop_index"]) != 0:
             continue
-        status = r.get("detect_status")
-        if present(r.get("detect_key")) and r["detect_key"] == key and present(status) \
-                and status in DONE_STATUSES:
-            cp = r.get("crop_path")
-            if status != "ok" or (present(cp) and (folder / str(cp)).is_file()):
-                continue
         repaired = present(r.get("repaired_path"))
         job = _Job(pos=pos, sample_id=str(r["sample_id"]), path=decoded_path(folder, root, r),
                    sha256=str(r["sha256"]) if present(r.get("sha256")) else f"id:{r['sample_id']}",
                    decoded_from=str(r["repaired_path"]) if repaired else "")
         if r["status"] != "ok" and not repaired:
             undecodable.append((job, f"scan status {r['status']}, no repaired copy"))
-        else:
+        elif not _already_done(r, job, key, folder):
             todo.append(job)
     return todo, undecodable
 
@@ -408,9 +428,17 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
     if m.df.empty:
         raise UserError(f"{manifest_path}: the manifest has no rows (was the folder empty?)")
     det = detector if detector is not None else load_detector(opts.weights, opts.device, imgsz=opts.imgsz)
-    key = detect_key(det.weights_sha256, opts)
+    imgsz = None  # the size the model really takes, when it is not opts.imgsz
+    if not det.rect:  # a fixed-size export: ultralytics feeds it its own size whatever imgsz says
+        size = det.input_size
+        imgsz = "fixed" if size is None else size[0] if size[0] == size[1] else list(size)
+        if imgsz != opts.imgsz:
+            log.warning("--imgsz %d is ignored: %s takes a fixed input size (%s)", opts.imgsz, det.name,
+                        "unknown" if size is None else f"{size[1]}x{size[0]} px")
+    key = detect_key(det.weights_sha256, opts, imgsz)
     params = {**{k: v for k, v in asdict(opts).items() if k not in ("workers", "checkpoint_every")},
-              "device": det.device, "detector": det.name, "weights_sha256": det.weights_sha256,
+              "imgsz": opts.imgsz if imgsz is None else imgsz, "device": det.device,
+              "detector": det.name, "weights_sha256": det.weights_sha256,
               "ultralytics_version": det.ultralytics_version, "detect_key": key,
               "primary": "largest area x confidence among 'motorcycle' detections"}
     folder = m.folder

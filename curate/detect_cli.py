@@ -13,7 +13,7 @@ MANIFEST_NAME = "manifest.parquet"
 
 @click.command("detect", epilog="""\b
 Examples:
-  curate detect ./photos                        # scan + repair first when work/ has no manifest
+  curate detect ./photos                        # scan + repair ./photos into work/ first (resuming)
   curate detect --manifest work/manifest.parquet --weights ~/models/yolo11n.pt
   curate detect ./photos -o work/ --per-image all --min-size 48 --device cuda:0 --batch 64
 """)
@@ -44,8 +44,10 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
            workers, no_progress):
     """Find the motorbikes in every photo (YOLO), record them and crop the primary one.
 
-    Give either a FOLDER of photos (scanned and repaired into WORKDIR/manifest.parquet
-    first when that does not exist yet) or --manifest of an earlier stage.
+    Give either a FOLDER of photos or --manifest of an earlier stage. A FOLDER is scanned
+    and repaired into WORKDIR/manifest.parquet first, every time, as `curate run` does: the
+    scan resumes by size and mtime, so new files are added and changed ones redone cheaply.
+    Put `--` before a FOLDER whose name starts with `-` (after the options).
     """
     from manifests.errors import UserError
 
@@ -62,16 +64,15 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
         manifest = workdir / MANIFEST_NAME
         if manifest.exists():
             _check_same_root(manifest, folder)
-        else:
-            if not any(p.is_file() for p in folder.rglob("*")):
-                raise UserError(f"{folder}: the folder contains no files")
-            resolve_weights(weights)  # fail before a long scan
-            resolve_device(device)
-            from .repair import repair_manifest
-            from .scan import scan_folder
+        elif not any(p.is_file() for p in folder.rglob("*")):
+            raise UserError(f"{folder}: the folder contains no files")
+        resolve_weights(weights)  # fail before a long scan
+        resolve_device(device)
+        from .repair import repair_manifest
+        from .scan import scan_folder
 
-            scan_folder(folder, manifest, workers=workers, progress=progress)
-            repair_manifest(manifest, workers=workers, progress=progress)
+        scan_folder(folder, manifest, workers=workers, progress=progress)
+        repair_manifest(manifest, workers=workers, progress=progress)
     elif not manifest.exists():
         raise UserError(f"--manifest {manifest}: no such file")
     m = detect_manifest(manifest, opts, progress=progress)

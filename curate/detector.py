@@ -42,6 +42,7 @@ class Detector:
     model: object = field(repr=False)
     rect: bool = False        # takes rectangular input (PyTorch, dynamic exports); else a fixed square
     stride: int = 32
+    input_size: tuple[int, int] | None = None  # (h, w) of a fixed-size export, from its metadata
 
     @property
     def motorbike_labels(self) -> set[str]:
@@ -137,15 +138,40 @@ def _check_readable(p: Path) -> Path:
     return p
 
 
+def _model_suffixes() -> list[str]:
+    """Name endings ultralytics loads a model from (its export formats, as `AutoBackend` matches them)."""
+    _quiet_ultralytics()
+    from ultralytics.engine.exporter import export_formats
+
+    return [*export_formats()["Suffix"], ".mlmodel"]
+
+
+def _check_kind(spec: str, p: Path) -> None:
+    """Refuse a name ultralytics would not load (a photo, say) before any work is done."""
+    name = p.name.lower()
+    if not p.suffix and not p.is_file():     # a stem such as `yolo11n`: ultralytics adds `.pt`
+        return
+    suffixes = _model_suffixes()
+    if any(s in name for s in suffixes):
+        return
+    files = [s for s in suffixes if s.startswith(".")]
+    folders = [f"*{s}/" for s in suffixes if s.endswith("_model")]
+    raise UserError(f"--weights {spec}: not a model ultralytics can load; expected a weights file "
+                    f"({', '.join(files)}), a model config (.yaml, random init) or an exported model "
+                    f"folder ({', '.join(folders)})")
+
+
 def resolve_weights(spec: str | os.PathLike) -> Path:
     """The local file for `spec`, downloading a stock ultralytics asset when online.
 
-    Raises `UserError` (within seconds) when it cannot be had.
+    Raises `UserError` (within seconds) when it cannot be had, or when its name is not
+    one of the kinds ultralytics loads.
     """
     spec = str(spec)
     p = Path(spec).expanduser()
     if p.suffix.lower() in (".yaml", ".yml"):
         return _resolve_yaml(spec)
+    _check_kind(spec, p)
     if p.exists():
         return _check_readable(p)
     if p.parent != Path("."):
@@ -232,6 +258,16 @@ def resolve_device(device: str) -> str:
     raise UserError(f"--device {device}: expected auto, cpu, cuda, cuda:N, N or mps")
 
 
+def _fixed_input_size(backend) -> tuple[int, int] | None:
+    """(h, w) that a fixed-size export takes (its export metadata, as ultralytics' predictor uses)."""
+    size = getattr(backend, "imgsz", None)
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
 def load_detector(weights: str | os.PathLike = "yolo11n.pt", device: str = "auto", *,
                   imgsz: int = 640) -> Detector:
     """Resolve, hash and load the weights, and run one tiny warm-up image to fail fast."""
@@ -267,7 +303,8 @@ def load_detector(weights: str | os.PathLike = "yolo11n.pt", device: str = "auto
     rect = backend.format == "pt" or bool(getattr(backend, "dynamic", False))
     stride = int(max(getattr(backend, "stride", 32), 32)) if rect else 32
     det = Detector(name=name, path=path, weights_sha256=sha, ultralytics_version=ultralytics.__version__,
-                   device=dev, names=names, model=model, rect=rect, stride=stride)
+                   device=dev, names=names, model=model, rect=rect, stride=stride,
+                   input_size=None if rect else _fixed_input_size(backend))
     if not det.motorbike_labels:
         log.warning("%s has no 'motorcycle' class: no image will get a motorbike crop", name)
     return det

@@ -118,10 +118,11 @@ img { max-width: 100%; border: 1px solid #ddd; }
 REPORT_TITLE = "motocurate report"        # in every page's <title>: how a folder is known to be a report
 
 
-def _is_report(folder: Path) -> bool:
-    index = folder / "index.html"
+def is_report_folder(folder: Path) -> bool:
+    """A folder holding a page `curate report` wrote (scans skip such a `report/` beside the manifest)."""
     try:
-        return index.is_file() and REPORT_TITLE in index.read_text(encoding="utf-8", errors="replace")[:4096]
+        with open(Path(folder) / "index.html", "rb") as f:
+            return f"<title>{REPORT_TITLE}".encode() in f.read(4096)
     except OSError:
         return False
 
@@ -132,7 +133,7 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
     flag = f"-o {out_dir}"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{flag}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_report(out_dir):
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report_folder(out_dir):
         raise UserError(f"{flag}: the folder holds other files and no earlier report; choose a new or empty folder")
     real, beside = Path(os.path.realpath(out_dir)), Path(os.path.realpath(m.folder / "report"))
     if m.root and real != beside:
@@ -147,6 +148,9 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
     for tmp in out_dir.glob(".*"):
         if tmp.is_file() and tmp.name.startswith((".index.html.", ".sheet_", ".hist_")):
             tmp.unlink(missing_ok=True)
+    if not is_report_folder(out_dir):   # marked as ours before any picture lands in it
+        write_text_atomic(out_dir / "index.html", f"<!DOCTYPE html><html><head><title>{REPORT_TITLE}: being "
+                          "written</title></head><body>The report is being written.</body></html>\n")
 
 
 def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOptions = ReportOptions()) -> Path:

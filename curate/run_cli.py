@@ -23,12 +23,13 @@ def run(folder, workdir, weights, device, workers, per_image, no_report):
     """Scan, repair, detect, score, dedupe and filter FOLDER, resuming what is done.
 
     Review is a separate, optional step afterwards: `curate review`, then `curate filter` again.
+    Put `--` before a FOLDER whose name starts with `-` (after the options).
 
     \b
     Examples:
       curate run ./photos -o work/
       curate run ./photos -o work/ --weights ~/models/yolo11n.pt --device cpu
-      curate run -- -odd-name-folder -o work/
+      curate run -o work/ -- -odd-name-folder
     """
     from .pipeline import run_pipeline
 

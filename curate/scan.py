@@ -8,27 +8,33 @@ with the error text when not ok. Decisions worth knowing:
   (`curate.probe.path_digest`) and its `sha256` column is null.
 - Resume: a rescan reuses the row of a file whose size and mtime are unchanged (with
   `rehash=True` the file is also hashed and reused only if its sha256 matches). Rows
-  that were `unreadable` are always looked at again. While scanning, the manifest is
+  that were `unreadable` are always looked at again, and every file is re-probed (with a
+  warning) when an option a status depends on (`ScanOptions.verdict_params`: max_pixels)
+  differs from the one the rows were scanned with. While scanning, the manifest is
   rewritten atomically every `checkpoint_every` files or `checkpoint_seconds`, so a
   killed scan resumes where it stopped.
 - Files gone since the last scan keep their row (and their sample_id, so later stages'
   columns stay attached) with status `unreadable` and error "missing since last scan
   (was <status>)"; if the file comes back it is scanned again.
 - Other stages' columns survive a rescan for every row whose sample_id is unchanged
-  (same content at the same path); extra rows added by `detect` (crop_index > 0) are
-  kept while their file is unchanged and dropped (with a log line) when it changed.
+  (same content at the same path) and whose status is unchanged (a file that was, say,
+  too_large and is ok under a new limit has them cleared, so repair and detect redo it);
+  extra rows added by `detect` (crop_index > 0) are kept while their file is unchanged
+  and dropped (with a log line) when it changed.
 - An empty folder (no entries at all) is an error, unless an earlier manifest exists:
   it is almost always a wrong path.
-- When the manifest's folder lies inside the scanned folder, the manifest's own
-  outputs are not scanned: the whole manifest folder if it is a subfolder of the root,
-  else the manifest file, its temporary files and its `cache/` folder. They are
-  listed in the write's parameters (`excluded`).
+- When the walk reaches the manifest's folder (the root itself, a subfolder, or through a
+  symlink: real paths are compared), only our own outputs there are left out: the
+  manifest and its temporary files, `cache/`, `report/` when it holds our report, and
+  other manifests (clean.parquet, ...) with their temporary files. Every other file in
+  that folder gets a row. What was left out is listed in the write's parameters (`excluded`).
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -43,6 +49,7 @@ from manifests.paths import CACHE_DIRNAME
 from manifests.schema import core
 
 from .pool import resolve_workers, run_checkpointed
+from .report import is_report_folder
 from .probe import content_digest, probe_many
 from .walk import Entry, walk_files
 
@@ -62,6 +69,10 @@ class ScanOptions:
     checkpoint_every: int = 500       # rewrite the manifest after this many files ...
     checkpoint_seconds: float = 60.0  # ... or this many seconds, whichever comes first
     chunk_size: int = 16              # files per task sent to a worker process
+
+    def verdict_params(self) -> dict:
+        """The options a row's status depends on: a rescan with other values re-probes every file."""
+        return {"max_pixels": self.max_pixels}
 
     def check(self) -> None:
         if self.max_pixels < 1:
@@ -86,25 +97,58 @@ def core_frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _exclusions(root: Path, manifest_path: Path) -> tuple[callable, list[str]]:
-    folder = manifest_path.parent
-    name = manifest_path.name
-    if folder != root and root in folder.parents:
-        excluded = [str(folder)]
+REPORT_DIRNAME = "report"            # where `curate report` / `curate run` put the page
 
-        def exclude(p: str) -> bool:
-            return p == str(folder)
-    elif folder == root:
-        cache = str(folder / CACHE_DIRNAME)
-        excluded = [str(manifest_path), str(folder / f".{name}.*.tmp"), cache]
 
-        def exclude(p: str) -> bool:
-            base = os.path.basename(p)
-            return (p == str(manifest_path) or p == cache
-                    or (os.path.dirname(p) == str(folder) and base.startswith(f".{name}.")
-                        and base.endswith(".tmp")))
-    else:
-        return (lambda p: False), []
+def _is_parquet_manifest(path: str) -> bool:
+    """A regular file that is a manifest (only Parquet files are opened by pyarrow; never a FIFO)."""
+    from manifests import is_manifest
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            if f.read(4) != b"PAR1":
+                return False
+    except OSError:
+        return False
+    return is_manifest(path)
+
+
+def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
+    """What the scan leaves out: our own outputs beside the manifest, wherever its folder is.
+
+    In the manifest's folder (compared by real path, so a folder reached through a symlink is
+    recognised): the manifest and its temporary files, `cache/`, `report/` when it holds our
+    report, other manifests (clean.parquet, ...) and their temporary files. Everything else
+    there is scanned like any file. Returns the predicate for `walk_files` (it takes real
+    paths) and the list it fills with what it left out.
+    """
+    folder = os.path.realpath(manifest_path.parent)
+    names = {manifest_path.name}
+    ours = {CACHE_DIRNAME}
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name == REPORT_DIRNAME and is_report_folder(Path(e.path)):
+                    ours.add(e.name)
+                elif e.name not in names and _is_parquet_manifest(e.path):
+                    names.add(e.name)
+    except OSError:
+        pass  # not there yet (first scan) or unreadable: nothing of ours in it
+    ours |= names
+    excluded: list[str] = []
+
+    def exclude(p: str) -> bool:
+        where, base = os.path.split(p)
+        if where != folder:
+            return False
+        hit = base in ours or (base.startswith(".") and base.endswith(".tmp")
+                               and any(base.startswith(f".{n}.") for n in names))
+        if hit and p not in excluded:
+            excluded.append(p)
+        return hit
+
     return exclude, excluded
 
 
@@ -113,6 +157,25 @@ def _remove_stale_temps(manifest_path: Path) -> None:
     for tmp in manifest_path.parent.glob(f".{manifest_path.name}.*.tmp"):
         log.info("removing %s, left by an interrupted write", tmp)
         tmp.unlink(missing_ok=True)
+
+
+def _changed_verdict_params(previous: Manifest | None, opts: ScanOptions) -> dict:
+    """{name: (old, new)} of the verdict options that differ from those the rows were scanned with.
+
+    The rows of a manifest were scanned with the options of every scan back to the last
+    complete one (an interrupted scan re-probed only part of them).
+    """
+    changed: dict = {}
+    for rec in reversed(previous.history if previous is not None else []):
+        if rec.get("stage") != "scan":
+            continue
+        params = rec.get("params") or {}
+        for name, new in opts.verdict_params().items():
+            if name in params and params[name] != new and name not in changed:
+                changed[name] = (params[name], new)
+        if params.get("complete", True):
+            break
+    return changed
 
 
 def _load_previous(manifest_path: Path, root: Path) -> Manifest | None:
@@ -143,7 +206,7 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     workers = resolve_workers(workers)
     previous = _load_previous(manifest_path, root)
     _remove_stale_temps(manifest_path)
-    exclude, excluded = _exclusions(root, manifest_path)
+    exclude, excluded = _exclusions(manifest_path)
 
     try:
         entries: list[Entry] = list(walk_files(root, exclude=exclude))
@@ -157,12 +220,16 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     old_rows = {r["path"]: {k: _clean(v) for k, v in r.items()}
                 for r in old_base.reindex(columns=CORE_COLUMNS).to_dict("records")}
     old_crops = old[old["crop_index"] != 0]
+    changed = _changed_verdict_params(previous, opts)
+    if changed:
+        log.warning("re-probing every file: %s changed since the last scan",
+                    ", ".join(f"--{k.replace('_', '-')} {a} -> {b}" for k, (a, b) in changed.items()))
 
     done: dict[str, dict] = {}      # path -> current scan row
     todo: list[tuple[str, str | None, str | None]] = []
     for e in entries:
         prev = old_rows.get(e.relpath)
-        if e.problem is None and prev is not None and prev["status"] != "unreadable":
+        if e.problem is None and prev is not None and prev["status"] != "unreadable" and not changed:
             try:
                 st = os.stat(root / e.relpath)
             except OSError:
@@ -183,19 +250,28 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
         done[p] = r
 
     params = {"root": str(root), **asdict(opts), "workers": workers, "excluded": excluded,
-              "files": len(entries)}
+              "files": len(entries), "reprobed_for": sorted(changed)}
     base_history = list(previous.history) if previous is not None else []
     input_path = manifest_path if previous is not None else None
+
+    def restatused() -> dict[str, str]:
+        """path -> sample_id of files probed again whose status changed with the same content (a
+        changed --max-pixels, say): later stages' columns were made for the old status."""
+        return {p: r["sample_id"] for p, r in done.items()
+                if p in old_rows and p not in missing and r.get("sample_id") == old_rows[p]["sample_id"]
+                and old_rows[p]["status"] != "unreadable" and r["status"] != old_rows[p]["status"]}
 
     def write(complete: bool) -> None:
         rows = [done.get(p) or old_rows[p] for p in sorted(set(done) | (seen & set(old_rows)))]
         df = core_frame(rows)
+        stale = restatused()
         keep_paths = {p for p, r in done.items()
                       if p in old_rows and r.get("sample_id") == old_rows[p]["sample_id"]}
         keep_paths |= {p for p in seen & set(old_rows) if p not in done}
+        keep_paths -= set(stale)
         crops = old_crops[old_crops["path"].isin(keep_paths)]
         if complete and len(crops) < len(old_crops):
-            log.warning("dropping %d detect crop row(s) of files whose content changed; "
+            log.warning("dropping %d detect crop row(s) of files whose content or status changed; "
                         "run detect again", len(old_crops) - len(crops))
         if len(crops):
             crops_core = core_frame(crops[CORE_COLUMNS].to_dict("records"))
@@ -204,7 +280,8 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
             df = pd.concat([df, crops_core], ignore_index=True)
         extra = [c for c in old.columns if c not in CORE_COLUMNS]
         if extra:
-            df = df.join(old.set_index("sample_id")[extra], on="sample_id")
+            later = old.set_index("sample_id")[extra]
+            df = df.join(later[~later.index.isin(list(stale.values()))], on="sample_id")
         df = df.sort_values(["path", "crop_index"], kind="stable").reset_index(drop=True)
         m = Manifest(df=df, root=str(root), history=list(base_history))
         write_manifest(m, manifest_path, stage="scan", input_path=input_path, root=str(root),
@@ -226,6 +303,9 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     run_checkpointed(fn, todo, add, write, workers=workers, chunk_size=opts.chunk_size,
                      every=opts.checkpoint_every, seconds=opts.checkpoint_seconds,
                      progress=progress, desc="scan")
+    if restatused() and any(c not in CORE_COLUMNS for c in old.columns):
+        log.warning("%d file(s) changed status on this scan; their repair, detect and later columns "
+                    "were cleared so those stages redo them", len(restatused()))
     counts = Counter(r["status"] for r in done.values())
     log.info("scanned %s: %d file(s), %d unchanged, %d gone; %s", root, len(entries), stats["reused"],
              len(missing), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

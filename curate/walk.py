@@ -40,17 +40,20 @@ def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None
                ) -> Iterator[Entry]:
     """Yield one `Entry` per non-folder entry under `root` (sorted, depth first).
 
-    `exclude(abs_path)` returning True leaves that file or folder out (used to keep the
-    manifest's own outputs out of the scan when they live inside the root).
+    `exclude(real_path)` returning True leaves that file or folder out (used to keep the
+    manifest's own outputs out of the scan when the walk reaches them). It gets the entry's
+    path with every symlinked folder on the way resolved (the real folder is carried down the
+    walk, not looked up per file); for a symlink, also the real path of its target.
     """
     root = os.path.abspath(os.fspath(root))
     root_real = os.path.realpath(root)
     st = os.stat(root)
     visited: dict[tuple[int, int], str] = {(st.st_dev, st.st_ino): "."}
-    # stack of (absolute folder, relative prefix, ancestor folder ids)
-    stack: list[tuple[str, str, frozenset]] = [(root, "", frozenset({(st.st_dev, st.st_ino)}))]
+    # stack of (absolute folder, relative prefix, ancestor folder ids, real path of the folder)
+    stack: list[tuple[str, str, frozenset, str]] = [(root, "", frozenset({(st.st_dev, st.st_ino)}),
+                                                     root_real)]
     while stack:
-        folder, prefix, ancestors = stack.pop()
+        folder, prefix, ancestors, folder_real = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -59,9 +62,10 @@ def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None
                 raise
             yield Entry(prefix, f"cannot list folder: {exc.strerror or exc}")
             continue
-        subdirs: list[tuple[str, str, frozenset]] = []
+        subdirs: list[tuple[str, str, frozenset, str]] = []
         for e in entries:
-            if exclude is not None and exclude(e.path):
+            real = os.path.join(folder_real, e.name)
+            if exclude is not None and exclude(real):
                 log.info("not scanning %s (an output of this manifest)", e.path)
                 continue
             rel = _rel(prefix, e.name)
@@ -89,6 +93,10 @@ def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None
                     else:
                         yield Entry(rel, f"cannot follow symlink: {exc.strerror or exc}")
                     continue
+                real = os.path.realpath(e.path)
+                if exclude is not None and exclude(real):
+                    log.info("not scanning %s (links to %s, an output of this manifest)", e.path, real)
+                    continue
                 if not stat.S_ISDIR(target.st_mode):
                     yield Entry(rel)
                     continue
@@ -97,7 +105,6 @@ def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None
                     yield Entry(rel, f"symlink loop: points to its own ancestor folder "
                                      f"({_describe_target(e.path)})")
                     continue
-                real = os.path.realpath(e.path)
                 if real == root_real or real.startswith(root_real + os.sep):
                     inside = os.path.relpath(real, root_real).replace(os.sep, "/")
                     yield Entry(rel, f"symlink to a folder inside the scanned folder, not followed "
@@ -113,5 +120,5 @@ def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None
                 yield Entry(rel, f"folder already scanned as '{visited[key]}' (linked twice)")
                 continue
             visited[key] = rel
-            subdirs.append((e.path, rel, ancestors | {key}))
+            subdirs.append((e.path, rel, ancestors | {key}, real))
         stack.extend(reversed(subdirs))

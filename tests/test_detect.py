@@ -316,6 +316,62 @@ def test_resume_skips_done_rows_and_redoes_on_new_options(synthetic, random_dete
         _unspy(random_detector)
 
 
+def _rgba_and_truncated(root: Path) -> None:
+    """alpha.png (left half transparent: repair composites it on --background), trunc.jpg (70% of
+    its bytes: recovered by default, unrecoverable with --min-recovered 0.95) and a plain rgb.jpg."""
+    import io
+
+    root.mkdir(parents=True)
+    rgba = np.array(_picture(120, 90, 1).convert("RGBA"))
+    rgba[:, :60, 3] = 0
+    Image.fromarray(rgba).save(root / "alpha.png")
+    buf = io.BytesIO()
+    _picture(160, 120, 2).save(buf, "JPEG", quality=95)
+    (root / "trunc.jpg").write_bytes(buf.getvalue()[: int(len(buf.getvalue()) * 0.7)])
+    _picture(100, 80, 3).save(root / "rgb.jpg")
+
+
+def test_rows_whose_repaired_copy_changed_or_vanished_are_detected_again(tmp_path, random_detector):
+    from curate.detect import detect_manifest
+    from curate.repair import RepairOptions, repair_manifest
+    from curate.scan import scan_folder
+
+    _rgba_and_truncated(tmp_path / "photos")
+    mp = tmp_path / "work" / "manifest.parquet"
+    scan_folder(tmp_path / "photos", mp, workers=1, progress=False)
+    first = repair_manifest(mp, workers=1, progress=False).df.set_index("path")
+    assert first.loc["trunc.jpg", "repair_action"] == "recovered"
+    calls: list[int] = []
+    _spy(random_detector, calls)
+    try:
+        detect_manifest(mp, _opts(), progress=False, detector=random_detector)
+        assert sum(calls) == 3
+        calls.clear()
+        detect_manifest(mp, _opts(), progress=False, detector=random_detector)
+        assert calls == []
+        before = read_manifest(mp).df.set_index("path")
+        # repair again with other options: a new copy of alpha.png, trunc.jpg now unrecoverable
+        repair_manifest(mp, RepairOptions(background="#ff0000", min_recovered=0.95), workers=1,
+                        progress=False)
+        calls.clear()
+        after = detect_manifest(mp, _opts(), progress=False, detector=random_detector).df.set_index("path")
+        assert calls == [1]                                # alpha.png only
+        assert after.loc["alpha.png", "repaired_path"] != before.loc["alpha.png", "repaired_path"]
+        assert after.loc["alpha.png", "detect_key"] != before.loc["alpha.png", "detect_key"]
+        assert after.loc["trunc.jpg", "repair_action"] == "unrecoverable"
+        assert after.loc["trunc.jpg", "detect_status"] == "not_decodable"
+        assert after.loc["trunc.jpg", "detections"] is None
+        assert after.loc["rgb.jpg", "detect_key"] == before.loc["rgb.jpg", "detect_key"]
+        # the repaired copy vanishes from the cache: detected again, now without pixels
+        (mp.parent / after.loc["alpha.png", "repaired_path"]).unlink()
+        calls.clear()
+        gone = detect_manifest(mp, _opts(), progress=False, detector=random_detector).df.set_index("path")
+        assert gone.loc["alpha.png", "detect_status"] == "not_decodable"
+        assert calls == []
+    finally:
+        _unspy(random_detector)
+
+
 def test_group_batches_groups_by_key_and_bounds_the_wait():
     from curate.detect import group_batches
 
@@ -551,3 +607,92 @@ def test_cli_on_a_folder_scans_first_then_detects(caltech, tflite_weights, tmp_p
     assert df.loc["notes.txt", "detect_status"] == "not_decodable"
     assert _cli(args) == 0                                   # again: resumes, same rows
     assert len(read_manifest(work / "manifest.parquet").df) == 8
+
+
+@pytest.mark.slow
+def test_crop_follows_a_new_background_of_the_repaired_copy(caltech, tflite_detector, tmp_path):
+    from curate.detect import detect_manifest
+    from curate.repair import RepairOptions, repair_manifest
+    from curate.scan import scan_folder
+
+    (tmp_path / "photos").mkdir()
+    rgba = np.array(Image.open(caltech / "image_0003.jpg").convert("RGBA"))
+    rgba[:, :130, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "photos" / "alpha.png")
+    mp = tmp_path / "work" / "manifest.parquet"
+    scan_folder(tmp_path / "photos", mp, workers=1, progress=False)
+    opts = _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25)
+    for background in ("#ffffff", "#ff0000"):
+        repair_manifest(mp, RepairOptions(background=background), workers=1, progress=False)
+        row = detect_manifest(mp, opts, progress=False, detector=tflite_detector).df.iloc[0]
+        assert row["detect_status"] == "ok"
+        crop = np.array(Image.open(mp.parent / row["crop_path"]))
+        repaired = np.array(Image.open(mp.parent / row["repaired_path"]))
+        colour = Image.new("RGB", (1, 1), background).getpixel((0, 0))
+        assert tuple(crop[2, 2]) == tuple(repaired[2, 2]) == colour
+
+
+@pytest.mark.slow
+def test_fixed_size_model_ignores_imgsz_and_says_so(caltech, tflite_detector, tmp_path, caplog):
+    from curate.detect import detect_manifest
+
+    assert tflite_detector.input_size == (640, 640)
+    rels = [f.name for f in sorted(caltech.glob("*.jpg"))[:2]]
+    mp = _manifest_for(caltech, rels, tmp_path / "w" / "manifest.parquet")
+    calls: list[int] = []
+    _spy(tflite_detector, calls)
+    try:
+        with caplog.at_level("WARNING", logger="curate.detect"):
+            m = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=320, conf=0.25),
+                                progress=False, detector=tflite_detector)
+        warnings = [r.getMessage() for r in caplog.records if "imgsz" in r.getMessage()]
+        assert len(warnings) == 1 and "--imgsz 320 is ignored" in warnings[0] and "640x640" in warnings[0]
+        assert m.stage_params("detect")["imgsz"] == 640               # what the model really took
+        assert sum(calls) == 2
+        calls.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="curate.detect"):
+            again = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=1280, conf=0.25),
+                                    progress=False, detector=tflite_detector)
+        assert calls == [], "another --imgsz changes nothing for this model: nothing redone"
+        assert again.df["detect_key"].tolist() == m.df["detect_key"].tolist()
+        assert "--imgsz 1280 is ignored" in caplog.text
+        calls.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="curate.detect"):
+            detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25),
+                            progress=False, detector=tflite_detector)
+        assert calls == [] and "imgsz" not in caplog.text          # 640 is its size: nothing ignored
+    finally:
+        _unspy(tflite_detector)
+
+
+def test_cli_on_a_folder_adds_files_that_arrived_since(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _picture(64, 48, 1).save(photos / "a.jpg")
+    args = ["detect", str(photos), "-o", str(tmp_path / "w"), "--weights", RANDOM_INIT, "--imgsz", "64",
+            "--device", "cpu", "--no-progress"]
+    assert _cli(args) == 0
+    _picture(64, 48, 2).save(photos / "b.jpg")
+    assert _cli(args) == 0
+    assert "2 files" in capsys.readouterr().out
+    df = read_manifest(tmp_path / "w" / "manifest.parquet").df
+    assert sorted(df["path"]) == ["a.jpg", "b.jpg"] and df["detect_status"].notna().all()
+
+
+def test_weights_that_are_no_model_are_refused_before_any_work(tmp_path, capsys):
+    from curate.detector import resolve_weights
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _picture(64, 48, 1).save(photos / "a.jpg")
+    with pytest.raises(UserError, match=r"not a model.*\.pt.*\.tflite.*\*_saved_model/"):
+        resolve_weights(photos / "a.jpg")
+    (tmp_path / "m_saved_model").mkdir()
+    (tmp_path / "m_saved_model" / "saved_model.pb").write_bytes(b"x")
+    assert resolve_weights(tmp_path / "m_saved_model") == tmp_path / "m_saved_model"
+    rc = _cli(["detect", str(photos), "-o", str(tmp_path / "w"), "--weights", str(photos / "a.jpg")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "a.jpg" in err
+    assert not (tmp_path / "w" / "manifest.parquet").exists()

@@ -52,3 +52,35 @@ def test_rescan_of_a_manifest_without_an_optional_column(tmp_path):
     Image.new("RGB", (40, 30), (0, 0, 90)).save(photos / "b.png")
     df = scan_folder(photos, path, workers=1, progress=False).df
     assert sorted(df["path"]) == ["a.png", "b.png"] and (df["status"] == "ok").all()
+
+
+def test_run_refuses_weights_that_are_no_model_before_the_scan(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (0, 90, 0)).save(photos / "a.jpg")
+    with pytest.raises(UserError, match="--weights .*a.jpg: not a model"):
+        run_pipeline(photos, tmp_path / "work", RunOptions(weights=str(photos / "a.jpg")), progress=False)
+    assert not (tmp_path / "work" / "manifest.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["scan", "detect", "run"])
+def test_help_examples_parse(name, curate_cli, tmp_path, monkeypatch):
+    """Every example in a command's --help is accepted by its parser (`--` comes after the options)."""
+    import shlex
+
+    from curate.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("photos", "-odd-name-folder", "-odd-folder-name"):
+        (tmp_path / folder).mkdir()
+
+    code, out, _ = curate_cli([name, "--help"])
+    assert code == 0
+    examples = [shlex.split(line.split("#")[0]) for line in out.splitlines()
+                if line.strip().startswith(f"curate {name} ")]
+    assert examples, out
+    cmd = cli.get_command(None, name)
+    for argv in examples:
+        ctx = cmd.make_context(f"curate {name}", argv[2:])     # raises on unexpected arguments
+        if "--" in argv:
+            assert str(ctx.params["folder"]) == argv[argv.index("--") + 1]

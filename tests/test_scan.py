@@ -388,3 +388,111 @@ def test_real_photos_all_ok(shared_data, tmp_path):
     assert (df["format"] == "JPEG").all() and not df["ext_mismatch"].any()
     assert df["sample_id"].is_unique
     assert any(p.startswith("cctv/-") for p in df["path"]), "names with a leading dash are kept"
+
+
+def test_photos_beside_a_manifest_in_a_subfolder_get_rows(tmp_path):
+    """Only our outputs beside the manifest are left out, not the user's photos in its folder."""
+    from curate.repair import repair_manifest
+    from curate.report import write_report
+    from manifests import write_manifest
+
+    root = tmp_path / "p1"
+    (root / "2019").mkdir(parents=True)
+    picture(32, 24, seed=1).save(root / "a.jpg")
+    picture(32, 24, seed=2).convert("L").save(root / "2019" / "b.jpg")
+    picture(32, 24, seed=3).save(root / "2019" / "c.jpg")
+    (root / "2019" / "report2").mkdir()                     # a user folder: scanned
+    picture(32, 24, seed=4).save(root / "2019" / "report2" / "d.jpg")
+    pd.DataFrame({"x": [1, 2]}).to_parquet(root / "2019" / "table.parquet")  # not a manifest: scanned
+    mpath = root / "2019" / "manifest.parquet"
+    m = scan_folder(root, mpath, workers=1, progress=False)
+    assert sorted(m.df["path"]) == ["2019/b.jpg", "2019/c.jpg", "2019/report2/d.jpg", "2019/table.parquet",
+                                    "a.jpg"]
+    repair_manifest(mpath, workers=1, progress=False)          # cache/ beside the manifest
+    write_report(mpath, root / "2019" / "report")              # our report/ beside it
+    clean = root / "2019" / "clean.parquet"
+    write_manifest(read_manifest(mpath), clean, stage="filter")  # another manifest beside it
+    (root / "2019" / ".clean.parquet.x1y2.tmp").write_bytes(b"left by a killed write")
+    again = scan_folder(root, mpath, workers=1, progress=False)
+    assert sorted(again.df["path"]) == sorted(m.df["path"])
+    excluded = again.history[-1]["params"]["excluded"]
+    folder = os.path.realpath(root / "2019")
+    ours = [".clean.parquet.x1y2.tmp", "cache", "clean.parquet", "manifest.parquet", "report"]
+    assert sorted(excluded) == sorted(os.path.join(folder, n) for n in ours)
+
+
+def test_a_report_folder_that_is_not_ours_is_scanned(tmp_path):
+    root = tmp_path / "photos"
+    (root / "report").mkdir(parents=True)
+    picture(32, 24).save(root / "report" / "a.jpg")
+    (root / "report" / "index.html").write_text("<html><title>My trip</title></html>")
+    m = scan_folder(root, root / "manifest.parquet", workers=1, progress=False)
+    m = scan_folder(root, root / "manifest.parquet", workers=1, progress=False)
+    assert sorted(m.df["path"]) == ["report/a.jpg", "report/index.html"]
+    assert m.history[-1]["params"]["excluded"] == [os.path.realpath(root / "manifest.parquet")]
+
+
+def test_output_folder_reached_through_a_symlink_is_not_scanned(tmp_path):
+    from curate.repair import repair_manifest
+
+    for case in ("work under a link to the root", "link in the root to the work folder"):
+        base = tmp_path / case.replace(" ", "_")
+        root = base / "photos"
+        root.mkdir(parents=True)
+        picture(32, 24).convert("L").save(root / "a.jpg")      # repair writes a copy to cache/
+        if case.startswith("work"):
+            os.symlink(root, base / "link")
+            mpath = base / "link" / "work" / "manifest.parquet"
+        else:
+            (base / "out").mkdir()
+            os.symlink("../out", root / "outlink")
+            mpath = base / "out" / "manifest.parquet"
+        scan_folder(root, mpath, workers=1, progress=False)
+        repair_manifest(mpath, workers=1, progress=False)
+        for _ in range(2):
+            m = scan_folder(root, mpath, workers=1, progress=False)
+            assert list(m.df["path"]) == ["a.jpg"], (case, list(m.df["path"]))
+        assert len(m.history[-1]["params"]["excluded"]) == 2, case   # the manifest and cache/
+
+
+def test_rescan_with_another_max_pixels_reprobes_every_file(tmp_path, caplog):
+    from curate.repair import repair_manifest
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    picture(64, 48, seed=1).save(root / "a.jpg")
+    picture(30, 20, seed=2).save(root / "small.jpg")
+    mpath = tmp_path / "w" / "m.parquet"
+    m = scan_folder(root, mpath, workers=1, progress=False)
+    repair_manifest(mpath, workers=1, progress=False)
+    ids = dict(zip(m.df["path"], m.df["sample_id"]))
+    with caplog.at_level("WARNING", logger="curate.scan"):
+        lower = scan_folder(root, mpath, ScanOptions(max_pixels=1000), workers=1, progress=False)
+    assert "--max-pixels 89478485 -> 1000" in caplog.text
+    rows = lower.df.set_index("path")
+    assert rows.loc["a.jpg", "status"] == "too_large" and "1000" in rows.loc["a.jpg", "error"]
+    assert rows.loc["small.jpg", "status"] == "ok"
+    assert pd.isna(rows.loc["a.jpg", "repair_action"]), "made for the old status: cleared"
+    assert rows.loc["small.jpg", "repair_action"] == "none", "status unchanged: kept"
+    assert dict(zip(lower.df["path"], lower.df["sample_id"])) == ids
+    assert lower.history[-1]["params"]["reprobed_for"] == ["max_pixels"]
+    same = scan_folder(root, mpath, ScanOptions(max_pixels=1000), workers=1, progress=False)
+    assert same.history[-1]["params"]["reused"] == 2, "same limit: reused by size and mtime"
+    back = scan_folder(root, mpath, ScanOptions(rehash=True), workers=1, progress=False)
+    assert (back.df["status"] == "ok").all() and back.df["error"].isna().all()
+
+
+def test_rows_of_an_interrupted_rescan_keep_the_older_limit_in_view():
+    """A killed scan re-probed only part of the rows: the limit of the last complete scan counts too."""
+    from curate.scan import _changed_verdict_params
+    from manifests.io import Manifest
+
+    def scan(max_pixels, complete):
+        return {"stage": "scan", "params": {"max_pixels": max_pixels, "complete": complete}}
+
+    m = Manifest(df=pd.DataFrame(), history=[scan(1000, True), {"stage": "repair", "params": {}},
+                                              scan(5000, False)])
+    assert _changed_verdict_params(m, ScanOptions(max_pixels=5000)) == {"max_pixels": (1000, 5000)}
+    m.history.append(scan(5000, True))
+    assert _changed_verdict_params(m, ScanOptions(max_pixels=5000)) == {}
+    assert _changed_verdict_params(None, ScanOptions()) == {}
