@@ -84,3 +84,20 @@ def test_help_examples_parse(name, curate_cli, tmp_path, monkeypatch):
         ctx = cmd.make_context(f"curate {name}", argv[2:])     # raises on unexpected arguments
         if "--" in argv:
             assert str(ctx.params["folder"]) == argv[argv.index("--") + 1]
+
+
+def test_run_keeps_the_max_pixels_of_an_earlier_scan(tmp_path, caplog):
+    from curate.scan import ScanOptions, scan_folder
+    from manifests import read_manifest
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(photos / "small.png")
+    Image.new("RGB", (400, 300), (30, 30, 200)).save(photos / "large.png")
+    work = tmp_path / "work"
+    scan_folder(photos, work / "manifest.parquet", ScanOptions(max_pixels=50_000), workers=1, progress=False)
+    run_pipeline(photos, work, RunOptions(weights="yolo11n.yaml", device="cpu", workers=1, report=False),
+                 progress=False)
+    df = read_manifest(work / "manifest.parquet").df.set_index("path")
+    assert df.loc["large.png", "status"] == "too_large" and df.loc["small.png", "status"] == "ok"
+    assert "re-probing" not in caplog.text
