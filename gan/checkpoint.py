@@ -41,6 +41,23 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
     return path
 
 
+def load_torch_file(path: Path, what: str, kind: str = "checkpoint", error=None, map_location="cpu"):
+    """`torch.load(path, weights_only=True)`; a file it cannot read (a photo, random bytes, a pickle
+    of arbitrary objects) is one line: `error` (default UserError) naming `what` and `path`. PyTorch's
+    own message is not passed on: it suggests `weights_only=False`, which would run code from the file."""
+    import re
+
+    from .config import UserError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; name it and stop
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = (f"it holds pickled Python objects ({found.group(1)}), which are not loaded for safety" if found
+               else f"torch.load cannot read it: {type(exc).__name__}")
+        raise (error or UserError)(f"{what} {path}: not a PyTorch {kind} file ({why})") from None
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     from .config import UserError
 
@@ -49,10 +66,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; name it and stop
-        raise UserError(f"checkpoint {path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    ck = load_torch_file(path, "checkpoint", map_location=map_location)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT or "G" not in ck:
         raise UserError(f"checkpoint {path}: not a gan checkpoint of format {FORMAT}")
     return ck

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from manifests.errors import UserError  # light: no pandas/pyarrow
 
 
 DIFFAUG_OPS = ("color", "translation", "cutout")   # gan.augment.DIFF_OPS (kept here so config needs no torch)
+FID_N_MIN = 4   # images per --fid-every evaluation: gan.metrics.c2st.MIN_IMAGES, the weightless fallback's need
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,26 @@ class TrainConfig:
     n_grid: int = 64                # images in a sample grid (fixed noise)
 
     def __post_init__(self):
-        checks = {
-            "size": self.size >= 16 and self.size & (self.size - 1) == 0,
-            "batch": self.batch >= 2, "steps": self.steps >= 0, "nz": self.nz >= 1,
-            "precision": self.precision in ("fp32", "bf16"),
-            "flip_p": 0 <= self.flip_p <= 1, "rotate_p": 0 <= self.rotate_p <= 1,
-            "log_every": self.log_every >= 1, "sample_every": self.sample_every >= 0,
-            "ckpt_every": self.ckpt_every >= 0, "fid_every": self.fid_every >= 0,
+        finite = math.isfinite
+        checks = {  # field -> (valid, what it must be)
+            "size": (self.size >= 16 and self.size & (self.size - 1) == 0, "a power of two >= 16"),
+            "batch": (self.batch >= 2, ">= 2"), "steps": (self.steps >= 0, ">= 0"), "nz": (self.nz >= 1, ">= 1"),
+            "precision": (self.precision in ("fp32", "bf16"), "fp32 or bf16"),
+            "lr_g": (finite(self.lr_g) and self.lr_g > 0, "a finite number > 0"),
+            "lr_d": (finite(self.lr_d) and self.lr_d > 0, "a finite number > 0"),
+            "beta1": (0 <= self.beta1 < 1, "in [0, 1)"), "beta2": (0 <= self.beta2 < 1, "in [0, 1)"),
+            "real_label": (finite(self.real_label), "finite"),
+            "flip_p": (0 <= self.flip_p <= 1, "in [0, 1]"), "rotate_p": (0 <= self.rotate_p <= 1, "in [0, 1]"),
+            "rotate_deg": (finite(self.rotate_deg), "finite"),
+            "ema_kimg": (finite(self.ema_kimg) and self.ema_kimg > 0, "a finite number > 0"),
+            "ema_rampup": (finite(self.ema_rampup) and self.ema_rampup >= 0, "a finite number >= 0"),
+            "log_every": (self.log_every >= 1, ">= 1"), "sample_every": (self.sample_every >= 0, ">= 0"),
+            "ckpt_every": (self.ckpt_every >= 0, ">= 0"), "fid_every": (self.fid_every >= 0, ">= 0"),
+            "fid_n": (self.fid_n >= FID_N_MIN, f">= {FID_N_MIN}, what the C2ST fallback needs"),
         }
-        bad = [k for k, ok in checks.items() if not ok]
+        bad = [f"{k}={getattr(self, k)!r} (must be {why})" for k, (ok, why) in checks.items() if not ok]
         if bad:
-            raise UserError("invalid training option(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+            raise UserError("invalid training option(s): " + ", ".join(bad))
         from .losses import LOSSES
 
         if self.loss not in LOSSES:
@@ -120,7 +131,7 @@ PRESETS: dict[str, TrainConfig] = {
 class GenerateOptions:
     """`gan generate`'s options and defaults (used by gan.generate.generate)."""
     n: int = 10_000
-    batch: int = 250
+    batch: int = 64             # no effect on the images (always made in chunks of 64): kept for old scripts
     seed: int = 0
     zip: bool = False
     device: str = "auto"

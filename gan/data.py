@@ -58,10 +58,15 @@ def load_images(size: int, *, data: Path | None = None, manifest: Path | None = 
         path = Path(data)
         if not path.is_file():
             raise UserError(f"--data {path}: no such file")
+        with open(path, "rb") as fh:
+            is_npy = fh.read(6) == b"\x93NUMPY"
+        if not is_npy:
+            raise UserError(f"--data {path}: not a .npy pack (expected a uint8 (N, {size}, {size}, 3) array "
+                            "saved by numpy, e.g. by `preprocess`)")
         try:
-            arr = np.load(path, mmap_mode="r")
-        except (ValueError, EOFError) as exc:
-            raise UserError(f"--data {path}: not a .npy array ({exc})") from None
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"--data {path}: not a readable .npy array ({exc})") from None
         what = f"--data {path}"
     _check(arr, size, what)
     st = os.stat(path)

@@ -75,6 +75,8 @@ def read_images(path: Path, what: str, *, progress: bool = True):
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".zip":
         zips = [path]
+    elif path.is_file():
+        raise UserError(f"--{what} {path}: must be a folder of images or a .zip")
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
         if files:
@@ -120,8 +122,6 @@ def real_from_manifest(manifest: Path, size: int, *, progress: bool = True):
 
     info = ensure_pack(manifest, PrepOptions(size=size), progress=progress)
     arr, ids = load_pack(info.npy_path)
-    if len(arr) < 2:
-        raise UserError(f"--manifest {manifest}: only {len(arr)} packed sample(s); FID needs more")
     content = info.fingerprint or file_sha256(manifest)  # the pack's inputs + parameters, else the file
     key = content_key("manifest-pack", content, hashlib.sha256("\n".join(ids).encode()).hexdigest(), str(arr.shape))
     return arr, cache_dir(manifest, "fid"), key
@@ -193,24 +193,35 @@ def fid(generated, manifest, real, inception_weights, metrics_spec, weightless, 
     """
     from . import metrics as M
     from .metrics.inception import resolve_device
+    from .outpaths import check_out_dir, check_out_file
 
     if (manifest is None) == (real is None):
         raise UserError("give exactly one of --manifest MANIFEST.parquet or --real DIR|PACK.npy")
+    if real is not None and real.is_file() and real.suffix.lower() not in (".zip", ".npy"):
+        raise UserError(f"--real {real}: must be a folder of images, a .zip or a uint8 (N, H, W, 3) .npy")
+    if out is not None:
+        check_out_file(out, "-o")
+    if cache_dir is not None:
+        check_out_dir(cache_dir, "--cache-dir")
     inception_names, weightless_names = parse_metrics(metrics_spec, weightless)
-    weights = None
-    if inception_names:  # fail fast (seconds), before reading thousands of images
-        weights = M.resolve_weights(inception_weights)
+    names = [*inception_names, *weightless_names]
     device = resolve_device(device)
+    weights = None
+    if inception_names:  # fail fast (seconds), before reading thousands of images: load the network now
+        weights = M.load_inception(inception_weights, device=device)
 
     fake = read_images(generated, "generated", progress=progress)
+    M.check_counts(len(fake), None, names, fake=f"--generated {generated}")
     key = None
     if manifest is not None:
         real_arr, default_cache, key = real_from_manifest(manifest, size or fake.shape[1], progress=progress)
         cache_dir = cache_dir or default_cache
+        real_what = f"--manifest {manifest} (its packed samples)"
     elif real.is_file() and real.suffix.lower() == ".npy":
-        real_arr = _read_npy(real)
+        real_arr, real_what = _read_npy(real), f"--real {real}"
     else:
-        real_arr = read_images(real, "real", progress=progress)
+        real_arr, real_what = read_images(real, "real", progress=progress), f"--real {real}"
+    M.check_counts(len(fake), len(real_arr), names, fake=f"--generated {generated}", real=real_what)
 
     results: dict[str, float] = {}
     if inception_names:

@@ -1,13 +1,25 @@
 """Images from a generator: N RGB PNGs from a checkpoint (the EMA generator when it has one).
 
-The generators use BatchNorm; like the blog's notebook we sample with batch statistics (train-mode
-BatchNorm) and leave the module's running statistics untouched.
+The generators use BatchNorm; like the blog's notebook (and the training loop's sample grids) we
+sample with batch statistics (train-mode BatchNorm) and leave the module's running statistics
+untouched. Each image therefore depends on the others in its forward pass, so the generator always
+runs on chunks of `CHUNK` = 64 noise vectors (the blog's and the seed preset's batch), drawn in order
+from one stream seeded by `--seed`: image i is row i % 64 of chunk i // 64. The images are the same
+for any `--batch`, and `--n 10` gives the first 10 images of `--n 10000` (a last partial chunk still
+runs on 64 vectors).
+
+A folder of PNGs gets `generate.json`, recording what made them (the sha256 of the generator's
+weights, the seed, the chunk size, the file-name width). Running the same command again, after a
+Ctrl-C say, writes only the missing PNGs; a folder holding PNGs made otherwise is refused.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
+import math
 import zipfile
 from pathlib import Path
 
@@ -15,13 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from manifests.atomic import atomic_path, write_bytes_atomic
+from manifests.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 
 from .checkpoint import load_checkpoint
 from .config import GenerateOptions, TrainConfig, UserError
 from .models import Generator
+from .outpaths import check_out_dir, check_out_file
 
 log = logging.getLogger(__name__)
+
+CHUNK = 64                  # images per generator forward pass (BatchNorm batch statistics)
+RECORD = "generate.json"    # what made the PNGs of an output folder
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -60,14 +76,36 @@ def frozen_buffers(model: nn.Module):
 
 
 @torch.no_grad()
-def sample(G: nn.Module, z: torch.Tensor, batch: int = 250) -> np.ndarray:
-    """Generate from noise `z` (N, nz) in batches; returns (N, H, W, 3) uint8."""
+def sample(G: nn.Module, z: torch.Tensor, batch: int = CHUNK) -> np.ndarray:
+    """Generate from noise `z` (N, nz) in forward passes of `batch`; returns (N, H, W, 3) uint8."""
     device = next(G.parameters()).device
     out = []
     with frozen_buffers(G):
         for i in range(0, len(z), batch):
             out.append(to_uint8(G(z[i:i + batch].to(device))))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def noise_chunks(nz: int, seed: int):
+    """The seeded noise stream, CHUNK vectors at a time: (CHUNK, nz) tensors, forever."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randn(CHUNK, nz, generator=gen)
+
+
+def sample_n(G: Generator, n: int, seed: int) -> np.ndarray:
+    """The first `n` images of the stream seeded by `seed`, exactly as `gan generate --seed` writes them."""
+    chunks = noise_chunks(G.nz, seed)
+    return np.concatenate([sample(G, next(chunks)) for _ in range(math.ceil(n / CHUNK))])[:n]
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the names and bytes of a module's parameters and buffers."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_generator(checkpoint: Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[Generator, TrainConfig]:
@@ -81,43 +119,75 @@ def load_generator(checkpoint: Path, device: torch.device | str = "cpu", ema: bo
     return G.to(device), cfg
 
 
+def _missing(out: Path, identity: dict, names: list[str]) -> set[int]:
+    """Which images the folder `out` still lacks; refuses a folder holding PNGs made otherwise."""
+    pngs = {p.name for p in out.glob("*.png")} if out.is_dir() else set()
+    if not pngs:
+        return set(range(len(names)))
+    try:
+        before = json.loads((out / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    if not isinstance(before, dict) or any(before.get(k) != v for k, v in identity.items()):
+        how = ("with another checkpoint, --ema or --seed" if isinstance(before, dict)
+               else f"by something else (no {RECORD})")
+        raise UserError(f"-o {out}: already holds {len(pngs)} PNG(s) made {how}; choose a new folder (or --zip)")
+    extra = sorted(pngs - set(names))
+    if extra:  # never mix in images FID would read but --n did not ask for
+        raise UserError(f"-o {out}: holds {len(extra)} PNG(s) that --n {len(names)} would not write "
+                        f"(e.g. {extra[0]}); choose a new folder, or the earlier --n")
+    todo = {i for i, name in enumerate(names) if name not in pngs}
+    log.info("%s: %d of %d PNGs are there already; writing the other %d", out, len(names) - len(todo),
+             len(names), len(todo))
+    return todo
+
+
 def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOptions(), *, progress: bool = True) -> Path:
     """Write `opts.n` RGB PNGs (`00000.png`, ...) into the folder `out`, or into `out` as a zip
-    when `opts.zip` (out then names the .zip file; `images.zip` inside `out` when it is a folder)."""
+    when `opts.zip` (out then names the .zip file when it ends in .zip, else the folder for
+    `images.zip`). Into a folder, a rerun of the same command writes only the missing PNGs."""
     from tqdm import tqdm
 
     if opts.n < 1 or opts.batch < 1:
         raise UserError(f"--n and --batch must be >= 1 (got {opts.n}, {opts.batch})")
+    out = Path(out)
+    zpath = (out if out.suffix == ".zip" else out / "images.zip") if opts.zip else None
+    if zpath is not None:  # checked before any work
+        check_out_file(zpath, "-o")
+    else:
+        check_out_dir(out, "-o")
     device = resolve_device(opts.device)
     G, cfg = load_generator(checkpoint, device, opts.ema)
-    gen = torch.Generator().manual_seed(opts.seed)
-    out = Path(out)
-    if not opts.zip and out.exists() and not out.is_dir():
-        raise UserError(f"-o {out}: exists and is not a folder")
     from PIL import Image
 
     width = max(5, len(str(opts.n - 1)))
+    names = [f"{i:0{width}d}.png" for i in range(opts.n)]
     with contextlib.ExitStack() as stack:
-        if opts.zip:
-            zpath = out if out.suffix == ".zip" else out / "images.zip"
+        if zpath is not None:
+            todo = set(range(opts.n))
             tmp = stack.enter_context(atomic_path(zpath))
             sink = stack.enter_context(zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED))
         else:
-            stale = sorted(out.glob("*.png")) if out.is_dir() else []
-            if stale:  # never mix two generations (FID would read both)
-                raise UserError(f"-o {out}: already holds {len(stale)} PNG(s) from an earlier run; "
-                                "choose a new folder (or --zip)")
+            identity = {"format": 1, "generator_sha256": weights_sha256(G), "seed": opts.seed, "chunk": CHUNK,
+                        "size": cfg.size, "width": width}
+            todo = _missing(out, identity, names)
             out.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=opts.n, unit="img", disable=not progress, desc="generate") as bar:
-            for start in range(0, opts.n, opts.batch):
-                z = torch.randn(min(opts.batch, opts.n - start), cfg.nz, generator=gen)
-                for j, img in enumerate(sample(G, z, opts.batch)):
-                    name = f"{start + j:0{width}d}.png"
+            write_text_atomic(out / RECORD, json.dumps({**identity, "checkpoint": str(Path(checkpoint).resolve()),
+                                                        "ema": opts.ema, "n": opts.n}, indent=2) + "\n")
+        chunks = noise_chunks(cfg.nz, opts.seed)
+        with tqdm(total=opts.n, initial=opts.n - len(todo), unit="img", disable=not progress, desc="generate") as bar:
+            for start in range(0, opts.n, CHUNK):
+                z = next(chunks)                     # drawn for every chunk: the stream stays in step
+                wanted = [i for i in range(start, min(start + CHUNK, opts.n)) if i in todo]
+                if not wanted:
+                    continue
+                imgs = sample(G, z)
+                for i in wanted:
                     buf = io.BytesIO()
-                    Image.fromarray(img, "RGB").save(buf, format="PNG")
-                    if opts.zip:
-                        sink.writestr(name, buf.getvalue())
+                    Image.fromarray(imgs[i - start], "RGB").save(buf, format="PNG")
+                    if zpath is not None:
+                        sink.writestr(names[i], buf.getvalue())
                     else:
-                        write_bytes_atomic(out / name, buf.getvalue())
-                bar.update(len(z))
-    return zpath if opts.zip else out
+                        write_bytes_atomic(out / names[i], buf.getvalue())
+                bar.update(len(wanted))
+    return zpath if zpath is not None else out

@@ -27,9 +27,10 @@ from .checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from .config import TrainConfig, UserError
 from .data import StepRandom, TrainData, load_images, to_device
 from .ema import EMA
-from .generate import resolve_device, sample
+from .generate import resolve_device, sample, sample_n
 from .losses import get_loss
 from .models import build_models, count_parameters
+from .outpaths import check_out_dir
 from .rundir import Stats, create_run_dir, image_grid, plot_losses, save_png, write_json
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,14 @@ class State:
     opt_d: torch.optim.Optimizer
     rand: StepRandom
     step: int = 0
+    images: int = 0         # real images seen so far (steps x batch, summed over resumes with other batches)
 
     def payload(self, cfg: TrainConfig, data: TrainData, world: int) -> dict:
         return {
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "G_ema": self.ema.state_dict() if self.ema else None,
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "step": self.step, "config": cfg.to_dict(), "random": self.rand.state_dict(),
+            "step": self.step, "images": self.images, "config": cfg.to_dict(), "random": self.rand.state_dict(),
             "data": {"source": data.source, "key": data.key, "n": int(len(data.images))},
             "world_size": world,
         }
@@ -110,6 +112,7 @@ class State:
         self.opt_d.load_state_dict(ck["opt_d"])
         self.rand.load_state_dict(ck["random"])
         self.step = int(ck["step"])
+        self.images = int(ck.get("images", self.step * ck["config"]["batch"]))  # older checkpoints: one batch size
         set_rng_states(ck["rng"])
 
 
@@ -207,16 +210,34 @@ class GraphedStep:
 def train(cfg: TrainConfig, *, data: Path | None = None, manifest: Path | None = None, out: Path = Path("runs"),
           device: str = "auto", inception_weights: Path | None = None, progress: bool = True) -> Path:
     """Train a new run in `out/<NNNNN>-<cfg.name>/`; returns the run directory."""
+    check_out_dir(out, "--out")
     d = init_distributed(device)
     images = _load(cfg.size, d, data, manifest, progress)
-    run_dir = None
-    if d.main:
+
+    def start():  # the --fid-every checks come before the run directory: a failure leaves nothing behind
+        metrics = _make_metrics(cfg, images, Path(out) / ".fid-cache", inception_weights, d.device)
         run_dir = create_run_dir(out, cfg.name)
         write_json(run_dir / "config.json", {**cfg.to_dict(), "data": images.source, "manifest":
                                              str(Path(manifest).resolve()) if manifest else None, "world_size": d.world,
                                              "device": str(d.device), "torch": torch.__version__})
-    run_dir = Path(_broadcast(str(run_dir) if run_dir else None, d))
-    return _fit(cfg, images, run_dir, d, manifest=manifest, inception_weights=inception_weights, progress=progress)
+        return run_dir, metrics
+
+    run_dir, metrics = _on_main(start, d)
+    return _fit(cfg, images, Path(run_dir), d, metrics=metrics, progress=progress)
+
+
+def _on_main(fn, d: Dist):
+    """`fn()` on rank 0, its first value broadcast to every rank; a UserError there is raised on every rank."""
+    value, rest, err = None, None, None
+    if d.main:
+        try:
+            value, rest = fn()
+        except UserError as exc:
+            err = str(exc)
+    value, err = _broadcast((str(value) if value is not None else None, err), d)
+    if err is not None:
+        raise UserError(err)
+    return value, rest
 
 
 # Options that change the networks' shapes: a checkpoint cannot be loaded under other values.
@@ -226,39 +247,55 @@ ARCHITECTURE_FIELDS = ("size", "nz", "g_channels", "d_channels", "spectral_norm"
 def resume(run_dir: Path, *, overrides: dict | None = None, data: Path | None = None, manifest: Path | None = None,
            device: str = "auto", inception_weights: Path | None = None, progress: bool = True) -> Path:
     """Continue a run from its `checkpoint.pt`: same step, same next batch. `overrides` may change
-    e.g. `steps`; the data is the run's own unless `data`/`manifest` is given."""
+    e.g. `steps`; the data is the run's own unless `data`/`manifest` is given. A run stopped before
+    its first checkpoint (only `config.json`) starts again from step 0 with its config."""
     run_dir = Path(run_dir)
-    ck = load_checkpoint(run_dir / "checkpoint.pt")
-    cfg = TrainConfig.from_dict(ck["config"])
+    conf = _read_json(run_dir / "config.json")
+    if not conf and not (run_dir / "checkpoint.pt").exists():
+        raise UserError(f"--resume {run_dir}: no checkpoint.pt or config.json (not a run directory)")
+    if (run_dir / "checkpoint.pt").exists():
+        ck = load_checkpoint(run_dir / "checkpoint.pt")
+        base, step = ck["config"], int(ck["step"])
+    else:
+        log.warning("%s has no checkpoint yet (it was stopped before the first): starting it from step 0 "
+                    "with its config.json", run_dir)
+        ck, base, step = None, conf, 0
+    cfg = TrainConfig.from_dict(base)
     changes = {k: v for k, v in (overrides or {}).items() if getattr(cfg, k, object()) != v}
     fixed = sorted(set(changes) & set(ARCHITECTURE_FIELDS))
     if fixed:  # refused before any file of the run is touched
         raise UserError(f"--resume {run_dir}: {', '.join(fixed)} cannot change in a resumed run "
                         "(the checkpoint's networks have another shape); start a new run instead")
     cfg = cfg.replace(**changes)
-    if cfg.steps < ck["step"]:
-        raise UserError(f"--steps {cfg.steps}: the checkpoint is already at step {ck['step']}")
+    if cfg.steps < step:
+        raise UserError(f"--steps {cfg.steps}: the checkpoint is already at step {step}")
     if data is None and manifest is None:
-        conf = _read_json(run_dir / "config.json")
         manifest = Path(conf["manifest"]) if conf.get("manifest") else None
-        data = None if manifest else Path(ck["data"]["source"])
+        data = None if manifest else Path(ck["data"]["source"] if ck else conf["data"])
     d = init_distributed(device)
     images = _load(cfg.size, d, data, manifest, progress)
-    if d.main:
-        log.info("resuming %s at step %d%s", run_dir, ck["step"], f" with {changes}" if changes else "")
-        conf = _read_json(run_dir / "config.json")
-        conf.update(cfg.to_dict())
-        conf.setdefault("resumed", []).append({"step": int(ck["step"]), "changes": changes})
-        write_json(run_dir / "config.json", conf)
-        Stats(run_dir / "stats.jsonl").truncate_after(int(ck["step"]))
-    return _fit(cfg, images, run_dir, d, checkpoint=ck, manifest=manifest,
-                inception_weights=inception_weights, progress=progress)
+
+    def start():
+        metrics = _make_metrics(cfg, images, run_dir.parent / ".fid-cache", inception_weights, d.device)
+        log.info("resuming %s at step %d%s", run_dir, step, f" with {changes}" if changes else "")
+        new = _read_json(run_dir / "config.json")
+        new.update(cfg.to_dict())
+        new.setdefault("resumed", []).append({"step": step, "changes": changes})
+        write_json(run_dir / "config.json", new)
+        Stats(run_dir / "stats.jsonl").truncate_after(step)
+        return run_dir, metrics
+
+    _, metrics = _on_main(start, d)
+    return _fit(cfg, images, run_dir, d, checkpoint=ck, metrics=metrics, progress=progress)
 
 
 def _read_json(path: Path) -> dict:
     import json
 
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    try:
+        return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable run config ({exc})") from None
 
 
 class _StopAfterStep:
@@ -294,7 +331,7 @@ class _StopAfterStep:
 
 
 def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoint: dict | None = None,
-         manifest: Path | None = None, inception_weights: Path | None = None, progress: bool = True) -> Path:
+         metrics: "_Metrics | None" = None, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     dev = d.device
@@ -324,14 +361,25 @@ def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoin
     b, lo = cfg.batch // d.world, d.rank * (cfg.batch // d.world)
     z_grid = torch.randn(cfg.n_grid, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1))
     stats = Stats(run_dir / "stats.jsonl")
-    metrics = _Metrics(cfg, data, run_dir, inception_weights, dev) if d.main and cfg.fid_every else None
     bar = tqdm(total=cfg.steps * cfg.batch, initial=st.step * cfg.batch, unit="img", unit_scale=True,
                disable=not (progress and d.main), desc=run_dir.name, dynamic_ncols=True)
     t_last, step_last = time.perf_counter(), st.step
+    saved = st.step if checkpoint is not None else None     # the step of the checkpoint on disk
+    out = None
+
+    def diverged(what: str) -> UserError:
+        kept = (f"the checkpoint of step {saved} is kept" if saved is not None
+                else "no checkpoint had been saved yet (a resume starts from step 0)")
+        return UserError(f"training diverged at step {st.step} ({what}); {kept}; resume with a lower learning "
+                         f"rate than {cfg.lr_g:g}: gan train --resume {run_dir} --lr LR")
 
     def save():
+        nonlocal saved
+        if not _finite_state(st, out):  # never replace the last good checkpoint with a NaN state
+            raise diverged("non-finite losses or weights")
         if d.main:
             save_checkpoint(run_dir / "checkpoint.pt", st.payload(cfg, data, d.world))
+        saved = st.step
 
     try:
         with _StopAfterStep() as stop:
@@ -344,8 +392,9 @@ def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoin
                 else:
                     out = step_fn(**{k: v.to(dev, non_blocking=True) for k, v in mine.items()})
                 st.step += 1
+                st.images += cfg.batch
                 if st.ema is not None:
-                    st.ema.update(st.G, cfg.batch, st.step * cfg.batch)
+                    st.ema.update(st.G, cfg.batch, st.images)
                 bar.update(cfg.batch)
 
                 if st.step % cfg.log_every == 0 or st.step == cfg.steps:
@@ -353,7 +402,7 @@ def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoin
                     now = time.perf_counter()
                     rate = (st.step - step_last) * cfg.batch / max(now - t_last, 1e-9)
                     t_last, step_last = now, st.step
-                    rec = {"step": st.step, "kimg": st.step * cfg.batch / 1000, "epoch": st.rand.sampler.epoch,
+                    rec = {"step": st.step, "kimg": st.images / 1000, "epoch": st.rand.sampler.epoch,
                            "loss_d": loss_d, "loss_g": loss_g, "d_real": d_real, "d_fake": d_fake,
                            "img_per_s": round(rate, 1)}
                     if d.main:
@@ -362,7 +411,7 @@ def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoin
                     if bar.disable and d.main:
                         log.info("step %d/%d  D %.4f  G %.4f  %.1f img/s", st.step, cfg.steps, loss_d, loss_g, rate)
                     if not all(map(_finite, (loss_d, loss_g))):
-                        raise RuntimeError(f"non-finite loss at step {st.step}: D {loss_d}, G {loss_g}")
+                        raise diverged(f"D loss {loss_d}, G loss {loss_g}")
                 if d.main and ((cfg.sample_every and st.step % cfg.sample_every == 0) or st.step == cfg.steps):
                     gen = st.ema.module if st.ema else st.G
                     save_png(run_dir / f"samples-{st.step:07d}.png", image_grid(sample(gen, z_grid)))
@@ -393,31 +442,62 @@ def _finite(x: float) -> bool:
     return x == x and abs(x) != float("inf")
 
 
-class _Metrics:
-    """`--fid-every`: FID/KID/MiFID via gan.metrics; the weightless metrics when Inception is missing."""
+def _finite_state(st: State, out) -> bool:
+    """The last step's losses (`out`, None before the first step) and every weight of G and D are finite.
+    (Not the BatchNorm running statistics: training and sampling use batch statistics, so an overflow
+    there, at a huge learning rate, does not stop a run from resuming.)"""
+    checks = [torch.isfinite(p).all() for p in (*st.G.parameters(), *st.D.parameters())]
+    if out is not None:
+        checks.append(torch.isfinite(torch.stack([t.float() for t in out[:2]])).all())
+    return bool(torch.stack(checks).all())
 
-    def __init__(self, cfg: TrainConfig, data: TrainData, run_dir: Path, weights, device: torch.device):
-        self.cfg, self.data, self.run_dir, self.weights, self.device = cfg, data, run_dir, weights, device
+
+def _make_metrics(cfg: TrainConfig, data: TrainData, cache_dir: Path, weights, device: torch.device):
+    """The `--fid-every` evaluator (None without --fid-every), checked before training starts."""
+    if not cfg.fid_every:
+        return None
+    try:
+        from . import metrics
+    except ImportError as exc:
+        log.warning("gan.metrics is unavailable (%s): --fid-every is skipped", exc)
+        return None
+    return _Metrics(metrics, cfg, data, cache_dir, weights, device)
+
+
+class _Metrics:
+    """`--fid-every`: FID/KID/MiFID via gan.metrics; the weightless metrics when Inception is missing.
+
+    Made before training: an `--inception-weights` file that is not the FID Inception (or not a
+    weights file at all) stops the run there, as does training data too small for the metrics."""
+
+    def __init__(self, metrics, cfg: TrainConfig, data: TrainData, cache_dir: Path, weights, device: torch.device):
+        self.M, self.cfg, self.data, self.cache_dir, self.weights, self.device = (
+            metrics, cfg, data, Path(cache_dir), weights, device)
         self.inception_ok = True
-        self.z = torch.randn(cfg.fid_n, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 2))
+        try:
+            metrics.load_inception(weights, device=str(device))  # loads the network once, cached for later
+        except metrics.InceptionUnavailable as exc:
+            if weights is not None:                              # the file the user named is unusable
+                raise
+            self.inception_ok = False
+            log.warning("FID is unavailable (%s): --fid-every reports the weightless metrics instead", exc)
+        names = metrics.DEFAULT_METRICS if self.inception_ok else tuple(metrics.WEIGHTLESS)
+        metrics.check_counts(cfg.fid_n, len(data.images), names, fake="--fid-n",
+                             real="--fid-every: the training data")
 
     def __call__(self, G, step: int) -> dict | None:
-        try:
-            from . import metrics
-        except ImportError as exc:
-            log.warning("gan.metrics is unavailable (%s): skipping the evaluation at step %d", exc, step)
-            return None
-        fake = sample(G, self.z, batch=min(250, self.cfg.fid_n))
+        M = self.M
+        fake = sample_n(G, self.cfg.fid_n, self.cfg.seed + 2)
         real = self.data.images
         if self.inception_ok:
             try:
-                vals = metrics.evaluate(fake, real, inception_weights=self.weights, device=str(self.device),
-                                        cache_dir=self.run_dir.parent / ".fid-cache", cache_key=self.data.key)
+                vals = M.evaluate(fake, real, inception_weights=self.weights, device=str(self.device),
+                                  cache_dir=self.cache_dir, cache_key=self.data.key)
                 log.info("step %d: %s", step, vals)
                 return {"step": step, "metrics": vals}
-            except metrics.InceptionUnavailable as exc:
+            except M.InceptionUnavailable as exc:
                 self.inception_ok = False
                 log.warning("FID is unavailable (%s): reporting the weightless metrics instead", exc)
-        vals = metrics.weightless_metrics(fake, real, device=str(self.device), seed=self.cfg.seed)
+        vals = M.weightless_metrics(fake, real, device=str(self.device), seed=self.cfg.seed)
         log.info("step %d: %s", step, vals)
         return {"step": step, "metrics": vals, "fid_unavailable": True}

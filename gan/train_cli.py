@@ -1,11 +1,13 @@
 """`gan train`: a thin click command over gan.train.train / gan.train.resume (torch loads lazily)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from .config import PRESETS, SEED
+from .config import FID_N_MIN, PRESETS, SEED
 from .losses import LOSSES
 
 # option name -> TrainConfig field; None means "keep the preset's (or the resumed run's) value"
@@ -18,6 +20,12 @@ _OVERRIDES = {
 }
 
 
+def _positive_finite(ctx, param, value):
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a finite number > 0")
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Curated manifest; its pack is built (preprocess) when missing or stale.")
@@ -28,13 +36,14 @@ _OVERRIDES = {
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Parent folder of the numbered run directories.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Continue this run directory from its checkpoint (same step, same next batch).")
+              help="Continue this run directory from its checkpoint (same step, same next batch); "
+                   "not with --preset or --out.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--steps", type=click.IntRange(min=0), help=f"Training steps (seed: {SEED.steps:,}).")
 @click.option("--batch", type=click.IntRange(min=2), help=f"Global batch size (seed: {SEED.batch}).")
-@click.option("--size", type=click.IntRange(min=16), help=f"Image size (seed: {SEED.size}).")
+@click.option("--size", type=click.IntRange(min=16), help=f"Image size, a power of two >= 16 (seed: {SEED.size}).")
 @click.option("--seed", type=int, help="Random seed (init, batches, noise, augmentation).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help=f"Adam lr for G and D (seed: {SEED.lr_g}).")
+@click.option("--lr", type=float, callback=_positive_finite, help=f"Adam lr for G and D, > 0 (seed: {SEED.lr_g}).")
 @click.option("--loss", type=click.Choice(sorted(LOSSES)), help="GAN loss (seed: ralsgan).")
 @click.option("--ema/--no-ema", default=None, help="Keep an EMA generator (used for samples, FID, generate).")
 @click.option("--diffaug", help='DiffAugment policy, e.g. "color,translation,cutout" ("" = off).')
@@ -44,7 +53,7 @@ _OVERRIDES = {
 @click.option("--cuda-graph/--no-cuda-graph", default=None, help="Capture the whole step in one CUDA graph.")
 @click.option("--compile/--no-compile", default=None, help="torch.compile G and D (not with --cuda-graph).")
 @click.option("--fid-every", type=click.IntRange(min=0), help="Evaluate FID/KID (or the weightless metrics) every K steps.")
-@click.option("--fid-n", type=click.IntRange(min=2), help="Generated images per evaluation.")
+@click.option("--fid-n", type=click.IntRange(min=FID_N_MIN), help="Generated images per evaluation.")
 @click.option("--inception-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Local TF-Inception weights for --fid-every (pt_inception-2015-12-05 .pth).")
 @click.option("--log-every", type=click.IntRange(min=1), help="Steps between stats.jsonl records.")
@@ -65,6 +74,12 @@ def train(manifest, data, preset, out, resume_dir, device, inception_weights, pr
     """
     from . import train as T
 
+    if resume_dir is not None:  # the run keeps its own preset and folder: say so rather than ignore them
+        ctx = click.get_current_context()
+        given = [f"--{n}" for n in ("preset", "out") if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} cannot be used with --resume (a resumed run keeps its "
+                                   "own configuration and folder; change single options such as --steps instead)")
     changes = {}
     for opt, value in opts.items():
         if value is None:

@@ -84,8 +84,8 @@ class PrepOptions:
             problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.fill not in FILLS:
             problems.append(f"fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
-        if not isinstance(self.max_upscale, (int, float)) or not self.max_upscale >= 1.0:
-            problems.append(f"max_upscale must be >= 1.0, got {self.max_upscale!r}")
+        if not isinstance(self.max_upscale, (int, float)) or not 1.0 <= self.max_upscale < float("inf"):
+            problems.append(f"max_upscale must be a finite number >= 1.0, got {self.max_upscale!r}")
         if self.resample not in RESAMPLE:
             problems.append(f"resample must be one of {', '.join(RESAMPLE)}, got {self.resample!r}")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
@@ -440,22 +440,87 @@ def _pack_folder(manifest_path, out_dir) -> Path:
     return Path(manifest_path).resolve().parent / PACK_DIRNAME
 
 
+def check_out_dir(folder: str | os.PathLike, what: str) -> None:
+    """A folder we may create or write into: an existing folder, or a path whose nearest existing
+    ancestor is a writable folder. Checked before any work (mkdir would fail only later, deep inside)."""
+    from manifests.errors import UserError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder}: exists and is not a folder")
+    base = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not base.is_dir():
+        raise UserError(f"{what} {folder}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder}: {base} is not writable")
+
+
+def _lock_path(folder: Path, stem: str) -> Path:
+    return folder / f"{stem}.lock"
+
+
 @contextlib.contextmanager
 def _locked(folder: Path, stem: str):
     """Hold `<folder>/<stem>.lock` (POSIX advisory lock) so that two processes packing the same
-    pack, e.g. the ranks of a distributed trainer, build it once and never see it half replaced."""
+    pack, e.g. the ranks of a distributed trainer, build it once and never see it half replaced.
+
+    The lock file is removed on release. That is safe because the holder unlinks it *before*
+    unlocking, and a process that gets the lock checks that the file it locked is still the one at
+    the path (same inode); if not (it was unlinked meanwhile), it retries with the path's new file.
+    So two processes can never both hold a lock: at most one file is at the path at any time.
+    """
     try:
         import fcntl
     except ImportError:  # not POSIX: no locking
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{stem}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    path = _lock_path(folder, stem)
+    while True:
+        f = open(path, "a")
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            f.close()
+            raise
+        if same:
+            break
+        f.close()  # released by its holder and removed: lock the file now at the path
+    try:
+        yield
+    finally:
+        try:
+            path.unlink(missing_ok=True)
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+
+def _stat_key(path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # _plan says what is wrong with it
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _planned(manifest_path, opts: PrepOptions, out_dir):
+    """Check the output folder and read the manifest before anything is written, so that a wrong
+    `--manifest` (a photo, say) or `-o` leaves no trace; then hold the pack's lock, re-reading the
+    manifest if another process rewrote it meanwhile. Yields the plan."""
+    folder = _pack_folder(manifest_path, out_dir)
+    check_out_dir(folder, "-o" if out_dir is not None else "pack folder")
+    before = _stat_key(manifest_path)
+    plan = _plan(manifest_path, opts, out_dir)  # validates the manifest; writes nothing
+    with _locked(folder, opts.stem):
+        if _stat_key(manifest_path) != before:
+            plan = _plan(manifest_path, opts, out_dir)
+        yield plan
 
 
 def preprocess_manifest(manifest_path: str | os.PathLike, opts: PrepOptions = PrepOptions(),
@@ -465,8 +530,8 @@ def preprocess_manifest(manifest_path: str | os.PathLike, opts: PrepOptions = Pr
     The pack goes to `out_dir` (default `<manifest folder>/pack/`) as
     `<stem>.npy` + `<stem>.json`, e.g. `pad-black-128.npy`.
     """
-    with _locked(_pack_folder(manifest_path, out_dir), opts.stem):
-        return _build(_plan(manifest_path, opts, out_dir), opts, progress)
+    with _planned(manifest_path, opts, out_dir) as plan:
+        return _build(plan, opts, progress)
 
 
 def ensure_pack(manifest_path: str | os.PathLike, opts: PrepOptions = PrepOptions(),
@@ -479,12 +544,11 @@ def ensure_pack(manifest_path: str | os.PathLike, opts: PrepOptions = PrepOption
     filter`), only the columns are written back; the pack is not touched.
     Safe to call from several processes at once (the first builds, the others wait).
     """
-    with _locked(_pack_folder(manifest_path, out_dir), opts.stem):
-        return _ensure(manifest_path, opts, out_dir, progress)
+    with _planned(manifest_path, opts, out_dir) as plan:
+        return _ensure(plan, opts, progress)
 
 
-def _ensure(manifest_path, opts: PrepOptions, out_dir, progress: bool) -> PackInfo:
-    plan = _plan(manifest_path, opts, out_dir)
+def _ensure(plan: _Plan, opts: PrepOptions, progress: bool) -> PackInfo:
     try:
         meta = read_sidecar(plan.npy_path)
     except PackError:
@@ -496,7 +560,7 @@ def _ensure(manifest_path, opts: PrepOptions, out_dir, progress: bool) -> PackIn
     m = plan.manifest
     recorded = (m.stage_params(STAGE) or {}).get("fingerprint")
     if not _columns_match(m.df, cols) or recorded != plan.fingerprint:
-        log.info("pack %s is up to date; writing its columns back into %s", plan.npy_path, manifest_path)
+        log.info("pack %s is up to date; writing its columns back into %s", plan.npy_path, plan.manifest_path)
         _write_columns(plan, meta, cols)
     meta = _sync_pngs(plan, meta, opts.png, progress)
     return _info(plan, meta, rebuilt=False)

@@ -199,7 +199,7 @@ def test_a_weights_file_of_another_network_is_one_clear_error(tmp_path):
         inc.build_extractor(w)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(M.InceptionUnavailable, match="not a readable PyTorch weights file"):
+    with pytest.raises(M.InceptionUnavailable, match="not a PyTorch weights file"):
         inc.build_extractor(inc.resolve_weights(junk))
 
 

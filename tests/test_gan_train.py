@@ -365,7 +365,7 @@ def test_cuda_graph_bf16_channels_last_step_trains_and_matches_eager(pack, tmp_p
     assert load_checkpoint(fast)["step"] == 12
 
 
-def test_generate_refuses_a_folder_with_earlier_pngs(pack, tmp_path):
+def test_generate_refuses_a_folder_with_other_pngs(pack, tmp_path):
     from gan.config import GenerateOptions
     from gan.generate import generate
     from gan.train import train
@@ -375,8 +375,13 @@ def test_generate_refuses_a_folder_with_earlier_pngs(pack, tmp_path):
     out = tmp_path / "gen"
     generate(run / "checkpoint.pt", out, GenerateOptions(n=3, device="cpu"), progress=False)
     assert len(list(out.glob("*.png"))) == 3
-    with pytest.raises(UserError, match="earlier run"):
+    with pytest.raises(UserError, match="would not write"):
         generate(run / "checkpoint.pt", out, GenerateOptions(n=2, device="cpu"), progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "holiday.png").write_bytes(b"")
+    with pytest.raises(UserError, match="already holds 1 PNG"):
+        generate(run / "checkpoint.pt", mine, GenerateOptions(n=2, device="cpu"), progress=False)
 
 
 @pytest.mark.slow

@@ -523,6 +523,9 @@ def test_cli_builds_then_reports_up_to_date(tmp_path, capsys):
     (["--manifest", "{mp}", "--size", "big"], "--size"),
     (["--manifest", "{mp}", "--mode", "zoom"], "--mode"),
     (["--manifest", "{mp}", "--max-upscale", "0.5"], "--max-upscale"),
+    (["--manifest", "{mp}", "--max-upscale", "nan"], "max_upscale must be a finite number"),
+    (["--manifest", "{mp}", "--max-upscale", "inf"], "max_upscale must be a finite number"),
+    (["--manifest", "{mp}", "-o", "{mp}/sub"], "m.parquet is a file, not a folder"),
     (["--size", "64"], "--manifest"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
@@ -531,6 +534,41 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     code, _, err = run_cli(args, capsys)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("preprocess: error:")
+
+
+def test_a_wrong_manifest_leaves_nothing_in_its_folder(tmp_path, capsys):
+    mp = build_manifest(tmp_path, 2)
+    photos = tmp_path / "photos"
+    before = sorted(photos.rglob("*"))
+    code, _, err = run_cli(["--manifest", str(photos / "bike_00.jpg")], capsys)
+    assert code == 2 and "not a readable Parquet manifest" in err
+    with pytest.raises(UserError, match="not a readable Parquet manifest"):
+        ensure_pack(photos / "bike_01.jpg", PrepOptions(size=16), progress=False)
+    assert sorted(photos.rglob("*")) == before                       # no pack/ folder, no .lock
+    info = ensure_pack(mp, PrepOptions(size=16), progress=False)
+    assert not list(info.npy_path.parent.glob("*.lock"))              # released and removed
+
+
+def test_the_pack_lock_excludes_other_processes_although_its_file_is_removed(tmp_path):
+    """Each process increments a counter file by read, pause, write under the lock: a lost update
+    would show if two ever held it at once (e.g. one on a removed lock file, one on its successor)."""
+    counter = tmp_path / "count"
+    counter.write_text("0")
+    code = ("import sys, time\n"
+            "from pathlib import Path\n"
+            "from preprocess.pack import _locked\n"
+            "folder, counter = Path(sys.argv[1]), Path(sys.argv[2])\n"
+            "for _ in range(40):\n"
+            "    with _locked(folder, 'p'):\n"
+            "        n = int(counter.read_text())\n"
+            "        time.sleep(0.001)\n"
+            "        counter.write_text(str(n + 1))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "pack"), str(counter)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    assert counter.read_text() == "120"
+    assert not list((tmp_path / "pack").glob("*.lock"))
 
 
 def test_cli_help_has_examples(capsys):

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_METRICS", "METRICS", "RANDOM", "WEIGHTLESS", "Context", "EvalOptions", "FeatureSet",
-    "InceptionUnavailable", "Metric", "UserError", "evaluate", "inception_available", "weightless_metrics",
+    "InceptionUnavailable", "Metric", "UserError", "check_counts", "evaluate", "inception_available",
+    "load_inception", "min_images", "weightless_metrics",
 ]
 
 
@@ -115,6 +116,34 @@ def inception_available(inception_weights=None) -> bool:
     except InceptionUnavailable:
         return False
     return True
+
+
+def load_inception(inception_weights=None, *, device: str = "cpu"):
+    """Resolve the weights and build the network now (cached for `evaluate` on the same device), so
+    that a bad weights file stops a command before any work; returns the resolved weights."""
+    from .inception import _cached_extractor, resolve_device
+
+    weights = resolve_weights(inception_weights)
+    _cached_extractor(weights, resolve_device(device))
+    return weights
+
+
+def min_images(names) -> tuple[int, str]:
+    """The fewest images per set that every metric in `names` can work with, and the metric that sets it."""
+    from .c2st import MIN_IMAGES as C2ST_MIN
+
+    need = {"c2st": C2ST_MIN}
+    return max(((need.get(n, 2), n) for n in names), default=(2, ""))
+
+
+def check_counts(n_fake: int | None, n_real: int | None, names, *, fake: str = "generated images",
+                 real: str = "real images") -> None:
+    """Raise a one-line UserError, before any work, when a set is too small for a metric in `names`
+    (a count of None is not checked)."""
+    need, by = min_images(names)
+    for n, what in ((n_fake, fake), (n_real, real)):
+        if n is not None and n < need:
+            raise UserError(f"{what}: {n} image(s), but {by} needs at least {need}")
 
 
 def _check_images(name: str, arr) -> np.ndarray:
@@ -213,10 +242,12 @@ def weightless_metrics(fake: np.ndarray, real: np.ndarray, *, device: str = "cpu
     from .inception import resolve_device
 
     fake, real = _check_images("generated", fake), _check_images("real", real)
+    unknown = [n for n in which if n not in WEIGHTLESS]
+    if unknown:
+        raise UserError(f"weightless metric {unknown[0]!r}: choose from {','.join(WEIGHTLESS)}")
+    check_counts(len(fake), len(real), which)
     device = resolve_device(device)
     out: dict[str, float] = {}
     for name in which:
-        if name not in WEIGHTLESS:
-            raise UserError(f"weightless metric {name!r}: choose from {','.join(WEIGHTLESS)}")
         out.update(WEIGHTLESS[name](fake, real, device=device, seed=seed))
     return out

@@ -15,6 +15,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+MIN_IMAGES = 4  # per class, with the default train_frac: two to train on and two held out
+
 
 @dataclass(frozen=True)
 class C2STOptions:

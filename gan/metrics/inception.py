@@ -176,14 +176,9 @@ def resolve_weights(spec: str | os.PathLike | None = None, *, download: bool = T
 
 
 def _load_state_dict(path: Path) -> dict:
-    import pickle
+    from ..checkpoint import load_torch_file
 
-    import torch
-
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise InceptionUnavailable(f"--inception-weights {path}: not a readable PyTorch weights file ({exc})") from exc
+    sd = load_torch_file(path, "--inception-weights", kind="weights", error=InceptionUnavailable)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
