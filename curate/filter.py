@@ -26,6 +26,7 @@ import pandas as pd
 
 from manifests import Manifest, read_manifest, write_manifest
 from manifests.errors import UserError
+from manifests.paths import is_within
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,10 @@ def filter_manifest(manifest_path: Path, out_path: Path | None = None,
     if out_path.resolve() == manifest_path.resolve():
         raise UserError(f"-o {out_path}: must differ from --manifest (the manifest keeps every row)")
     m = read_manifest(manifest_path)
+    beside = os.path.realpath(out_path.parent) == os.path.realpath(m.folder)   # scans skip manifests there
+    if m.root and is_within(out_path.parent, m.root) and not beside:
+        raise UserError(f"-o {out_path}: inside the scanned folder {m.root}, whose next scan would take it "
+                        "for a photo; put it beside the manifest or outside that folder")
     v = decide(m.df, opts)
     df = m.df.copy()
     df["keep"] = pd.array(v.keep, dtype="boolean")

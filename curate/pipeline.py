@@ -12,6 +12,7 @@ from pathlib import Path
 
 from manifests import read_manifest
 from manifests.errors import UserError
+from manifests.paths import CACHE_DIRNAME, claim_folder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"-o {workdir}: cannot create the work folder ({exc.strerror or exc})") from exc
+    claim_folder(workdir / CACHE_DIRNAME)  # a user's own `cache/` there is refused before any work
     resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
     manifest = workdir / MANIFEST_NAME
     existing = read_manifest(manifest) if manifest.exists() else None

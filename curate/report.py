@@ -29,7 +29,7 @@ import pandas as pd
 from manifests import read_manifest
 from manifests.atomic import write_text_atomic
 from manifests.errors import UserError
-from manifests.paths import present, sample_image_path
+from manifests.paths import is_within, present, sample_image_path
 
 from .contact_sheet import SheetOptions, contact_sheet
 from .filter import REVIEWER, FilterOptions, decide, flag_checks, titles
@@ -135,12 +135,9 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
         raise UserError(f"{flag}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report_folder(out_dir):
         raise UserError(f"{flag}: the folder holds other files and no earlier report; choose a new or empty folder")
-    real, beside = Path(os.path.realpath(out_dir)), Path(os.path.realpath(m.folder / "report"))
-    if m.root and real != beside:
-        root = Path(os.path.realpath(m.root))
-        if real == root or root in real.parents:
-            raise UserError(f"{flag}: inside the scanned folder {m.root}, whose next scan would take the "
-                            "report's pictures for photos; choose a folder outside it")
+    if m.root and is_within(out_dir, m.root) and os.path.realpath(out_dir) != os.path.realpath(m.folder / "report"):
+        raise UserError(f"{flag}: inside the scanned folder {m.root}, whose next scan would take the "
+                        "report's pictures for photos; choose a folder outside it")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -45,7 +45,7 @@ import pandas as pd
 from manifests import read_manifest, sample_id, write_manifest
 from manifests.errors import UserError
 from manifests.io import Manifest
-from manifests.paths import CACHE_DIRNAME
+from manifests.paths import is_ours
 from manifests.schema import core
 
 from .pool import resolve_workers, run_checkpointed
@@ -119,32 +119,34 @@ def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
     """What the scan leaves out: our own outputs beside the manifest, wherever its folder is.
 
     In the manifest's folder (compared by real path, so a folder reached through a symlink is
-    recognised): the manifest and its temporary files, `cache/`, `report/` when it holds our
-    report, other manifests (clean.parquet, ...) and their temporary files. Everything else
+    recognised): the manifest and its temporary files, our folders of derived files (`cache/`,
+    `pack/`: tagged, see `manifests.paths.is_ours`) and anything below them, `report/` when it
+    holds our report, other manifests (clean.parquet, ...) and their temporary files. Everything else
     there is scanned like any file. Returns the predicate for `walk_files` (it takes real
     paths) and the list it fills with what it left out.
     """
     folder = os.path.realpath(manifest_path.parent)
     names = {manifest_path.name}
-    ours = {CACHE_DIRNAME}
+    ours: set[str] = set()
     try:
         with os.scandir(folder) as it:
             for e in it:
-                if e.name == REPORT_DIRNAME and is_report_folder(Path(e.path)):
+                if e.is_dir(follow_symlinks=False) and (is_ours(e.path) or (
+                        e.name == REPORT_DIRNAME and is_report_folder(Path(e.path)))):
                     ours.add(e.name)
                 elif e.name not in names and _is_parquet_manifest(e.path):
                     names.add(e.name)
     except OSError:
         pass  # not there yet (first scan) or unreadable: nothing of ours in it
+    inside = tuple(os.path.join(folder, d) + os.sep for d in ours)   # a link may lead below them
     ours |= names
     excluded: list[str] = []
 
     def exclude(p: str) -> bool:
         where, base = os.path.split(p)
-        if where != folder:
-            return False
-        hit = base in ours or (base.startswith(".") and base.endswith(".tmp")
-                               and any(base.startswith(f".{n}.") for n in names))
+        hit = p.startswith(inside) or where == folder and (
+            base in ours or (base.startswith(".") and base.endswith(".tmp")
+                             and any(base.startswith(f".{n}.") for n in names)))
         if hit and p not in excluded:
             excluded.append(p)
         return hit

@@ -146,8 +146,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns:
         for r in df.to_dict("records"):
             sid = str(r["sample_id"])
-            if sid not in done and present(r.get("score_source")) and (
-                    present(r.get("blur_raw")) or present(r.get("score_error"))):
+            # rows that failed are measured again (their crop may have been rebuilt since)
+            if sid not in done and present(r.get("score_source")) and present(r.get("blur_raw")):
                 done[sid] = {k: (r.get(k) if present(r.get(k)) else None) for k in
                              ("score_source", "score_error", "subject_frac",
                               *(f"{n}_raw" for n in checks.CHECKS))}
@@ -175,7 +175,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         new[c] = pd.array([v if present(v) else None for v in raws.get(c, [None] * len(raws))],
                           dtype="string")
     m.df = merge_columns(df, new)
-    errors = int(new["score_error"].notna().sum())
+    # rows with pixels to measure that could not be (files that are no image are not counted)
+    errors = sum(1 for j in jobs if j["usable"] and present(done.get(j["sample_id"], {}).get("score_error")))
     if errors:
         log.warning("%d row(s) could not be measured (see score_error); `curate filter` rejects them "
                     "as not_measured", errors)

@@ -70,6 +70,8 @@ def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, 
     mine = params.get("set_thresholds") or {}
     for name, n in (params.get("flagged") or {}).items():
         note = "  (set by you; --default-thresholds forgets it)" if name in mine else ""
-        click.echo(f"  {name:<8s} threshold {params['thresholds'][name]:.2f}  flagged {n}{note}")
+        th = params["thresholds"][name]
+        shown = f"{th:.2f}" if round(th, 2) == th else f"{th:g}"     # 0.365 is not shown as 0.36
+        click.echo(f"  {name:<8s} threshold {shown}  flagged {n}{note}")
     if params.get("errors"):
         click.echo(f"  {params['errors']} row(s) could not be measured (score_error): filter rejects them")

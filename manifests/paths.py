@@ -1,14 +1,68 @@
-"""Where a sample's pixels are: the original, its repaired copy, its crop; the cache folder."""
+"""Where a sample's pixels are: the original, its repaired copy, its crop; the cache folder.
+
+Folders we fill with derived files beside a manifest (`cache/`, `pack/`) carry a `CACHEDIR.TAG`
+(the cache directory tagging standard, so backup tools skip them too): that is how a scan knows to
+leave them out, and how we know never to write into a user's folder of the same name.
+"""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
+from .errors import UserError
+
 CACHE_DIRNAME = "cache"
+TAG_NAME = "CACHEDIR.TAG"
+TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+            "# motocurate: derived files (crops, repaired copies, packs); rebuilt on demand.\n")
+# What such folders held before they were tagged (adopted, then tagged): the cache's kinds, packs.
+_UNTAGGED = {
+    CACHE_DIRNAME: lambda names: set(names) <= {"repaired", "crops", "review", "dedupe", "score", "fid", "pack"},
+    "pack": lambda names: all(re.match(r"^\.?(pad|resize|crop)-", n) for n in names),
+}
+
+
+def is_ours(folder: str | Path) -> bool:
+    """A folder of derived files we made: tagged, or an untagged `cache/`/`pack/` of an older
+    version holding only what we write there."""
+    folder = Path(folder)
+    try:
+        if TAG_NAME in os.listdir(folder):
+            return "motocurate" in (folder / TAG_NAME).read_text(encoding="utf-8", errors="replace")
+        legacy = _UNTAGGED.get(folder.name)
+        return legacy is not None and legacy(os.listdir(folder)) and any(os.scandir(folder))
+    except OSError:
+        return False
+
+
+def claim_folder(folder: str | Path) -> Path:
+    """Make (or adopt) a folder for derived files, tagged; refuse a user's folder of that name."""
+    folder = Path(folder)
+    if folder.exists() and not is_ours(folder):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: exists and is not a folder; motocurate keeps its derived files there")
+        if any(folder.iterdir()):
+            raise UserError(f"{folder}: holds files motocurate did not write, and motocurate keeps its derived "
+                            "files there; move the manifest (or -o) to another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = folder / TAG_NAME
+    if not tag.exists():
+        from .atomic import write_text_atomic
+
+        write_text_atomic(tag, TAG_TEXT)
+    return folder
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """`path` is `folder` or lies below it, by real path (symlinks resolved)."""
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
 def cache_dir(manifest_path: str | Path, kind: str) -> Path:
     """Content-addressed cache beside the manifest: `<folder>/cache/<kind>/`."""
-    d = Path(manifest_path).resolve().parent / CACHE_DIRNAME / kind
+    d = claim_folder(Path(manifest_path).resolve().parent / CACHE_DIRNAME) / kind
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -437,7 +437,7 @@ def _pack_folder(manifest_path, out_dir) -> Path:
     """`out_dir`, or `<manifest folder>/pack/` by default."""
     if out_dir is not None:
         return Path(out_dir).resolve()
-    return Path(manifest_path).resolve().parent / PACK_DIRNAME
+    return Path(manifest_path).resolve().parent / PACK_DIRNAME   # tagged as ours when made (see _planned)
 
 
 def check_out_dir(folder: str | os.PathLike, what: str) -> None:
@@ -517,6 +517,10 @@ def _planned(manifest_path, opts: PrepOptions, out_dir):
     check_out_dir(folder, "-o" if out_dir is not None else "pack folder")
     before = _stat_key(manifest_path)
     plan = _plan(manifest_path, opts, out_dir)  # validates the manifest; writes nothing
+    if out_dir is None:  # the default folder beside the manifest: tagged ours, never a user's `pack/`
+        from manifests.paths import claim_folder
+
+        claim_folder(folder)
     with _locked(folder, opts.stem):
         if _stat_key(manifest_path) != before:
             plan = _plan(manifest_path, opts, out_dir)

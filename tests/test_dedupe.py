@@ -287,12 +287,12 @@ def test_same_file_crops_are_not_exact_duplicates(tmp_path):
     img = photo(3, (400, 200))
     img.save(root / "two.png")
     work = tmp_path / "work"
-    (work / "cache").mkdir(parents=True)
+    (work / "cache" / "crops").mkdir(parents=True)
     rows = scan_rows(root, ["two.png"]) * 2
     rows = [dict(r) for r in rows]
     for k, (r, box) in enumerate(zip(rows, ([0, 0, 200, 200], [200, 0, 400, 200]))):
-        img.crop(box).save(work / "cache" / f"c{k}.png")
-        r.update(crop_index=k, sample_id=sample_id(r["sha256"], "two.png", k), crop_path=f"cache/c{k}.png",
+        img.crop(box).save(work / "cache" / "crops" / f"c{k}.png")
+        r.update(crop_index=k, sample_id=sample_id(r["sha256"], "two.png", k), crop_path=f"cache/crops/c{k}.png",
                  crop_box=box, primary_box=[float(v) for v in box])
     df = pd.DataFrame(rows)
     df["crop_index"] = df["crop_index"].astype("Int32")

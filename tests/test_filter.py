@@ -151,6 +151,10 @@ def test_output_over_a_users_photo_is_refused(staged, tmp_path):
     with pytest.raises(ManifestError, match="refusing to overwrite"):
         filter_manifest(staged, photo)
     assert photo.read_bytes() == b"\xff\xd8\xff a photo"
+    root = Path(read_manifest(staged).root)
+    with pytest.raises(UserError, match="inside the scanned folder"):     # the next scan would take it in
+        filter_manifest(staged, root / "clean.parquet")
+    assert not (root / "clean.parquet").exists()
 
 
 def test_same_output_path_refused(staged):

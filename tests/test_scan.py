@@ -18,6 +18,7 @@ from curate.cli import main as curate_main
 from curate.scan import ScanOptions, scan_folder
 from curate.sniff import declared_size, ext_mismatch, sniff_format
 from manifests import file_sha256, read_manifest
+from manifests.errors import UserError
 from tests.zoo import make_zoo, picture
 
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
@@ -496,3 +497,35 @@ def test_rows_of_an_interrupted_rescan_keep_the_older_limit_in_view():
     m.history.append(scan(5000, True))
     assert _changed_verdict_params(m, ScanOptions(max_pixels=5000)) == {}
     assert _changed_verdict_params(None, ScanOptions()) == {}
+
+
+def test_a_users_cache_folder_is_scanned_and_never_written_into(tmp_path):
+    """Our derived-file folders are tagged (CACHEDIR.TAG); a user's folder of that name is theirs."""
+    from curate.pipeline import RunOptions, run_pipeline
+
+    photos = tmp_path / "photos"
+    (photos / "album" / "cache").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(photos / "album" / "cache" / "mybike.png")
+    Image.new("RGB", (32, 32), (90, 9, 9)).save(photos / "a.png")
+    scan_folder(photos, photos / "album" / "manifest.parquet", workers=1, progress=False)
+    paths = read_manifest(photos / "album" / "manifest.parquet").df["path"].tolist()
+    assert sorted(paths) == ["a.png", "album/cache/mybike.png"]
+    with pytest.raises(UserError, match="holds files motocurate did not write"):
+        run_pipeline(photos, photos / "album", RunOptions(weights="yolo11n.yaml", report=False), progress=False)
+    with pytest.raises(UserError, match="holds files motocurate did not write"):   # photos in a folder named cache
+        run_pipeline(photos / "album" / "cache", photos / "album", RunOptions(weights="yolo11n.yaml"), progress=False)
+    assert sorted(p.name for p in (photos / "album" / "cache").iterdir()) == ["mybike.png"]
+
+
+def test_links_into_our_cache_are_not_scanned(tmp_path):
+    from manifests.paths import cache_dir
+
+    photos, work = tmp_path / "photos", tmp_path / "work"
+    photos.mkdir()
+    Image.new("RGB", (32, 32), (90, 9, 9)).save(photos / "a.png")
+    scan_folder(photos, work / "manifest.parquet", workers=1, progress=False)
+    Image.new("RGB", (32, 32), (9, 90, 9)).save(cache_dir(work / "manifest.parquet", "crops") / "c.png")
+    (photos / "crops_link").symlink_to(work / "cache" / "crops")
+    (photos / "crop_file_link.png").symlink_to(work / "cache" / "crops" / "c.png")
+    scan_folder(photos, work / "manifest.parquet", workers=1, progress=False)
+    assert read_manifest(work / "manifest.parquet").df["path"].tolist() == ["a.png"]

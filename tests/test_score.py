@@ -221,13 +221,19 @@ def test_rows_that_cannot_be_measured_are_counted_and_rejected(scored_folder, cu
     root, mp = scored_folder
     (mp.parent / "cache" / "crops" / "plain.png").unlink()      # a crop deleted from the cache
     code, out, _ = curate_cli(["score", "--manifest", str(mp), "--workers", "1", "--no-progress"])
-    assert code == 0 and "2 row(s) could not be measured" in out   # bad.jpg and plain.png
+    assert code == 0 and "1 row(s) could not be measured" in out   # plain.png (bad.jpg is no image)
     m = read_manifest(mp)
     assert by_path(m)["plain.png"]["score_error"].startswith("FileNotFoundError")
     filter_manifest(mp)
     rows = by_path(read_manifest(mp))
     assert rows["plain.png"]["keep"] is False and rows["plain.png"]["reject_reason"] == "not_measured"
     assert rows["bad.jpg"]["reject_reason"] == "unreadable"
+    bike("plain", size=(400, 300), box=(100, 80, 300, 220)).crop([80, 66, 320, 234]).save(
+        mp.parent / "cache" / "crops" / "plain.png")                # the crop rebuilt (`curate run` does)
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)    # measured again, without --force
+    filter_manifest(mp)
+    rows = by_path(read_manifest(mp))
+    assert pd.isna(rows["plain.png"]["score_error"]) and rows["plain.png"]["reject_reason"] != "not_measured"
 
 
 def test_an_empty_manifest_is_scored_and_deduped(tmp_path, curate_cli):
