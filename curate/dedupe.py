@@ -368,6 +368,7 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
     dup_group = [None] * n
     is_dup = [None if sig[i] is None and h[i] is None else False for i in range(n)]
     keeper = [None] * n
+    rank = [None] * n
     reason = [None] * n
     for i in range(n):
         if is_dup[i] is None:
@@ -380,8 +381,8 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
         members = sorted(members_of[int(root)], key=lambda i: order_key[i])
         ranked = sorted(members, key=lambda i: _quality(rows[i]), reverse=True)  # stable: path order
         best = ranked[0]
-        for i in members:
-            dup_group[i] = gid
+        for r, i in enumerate(ranked):
+            dup_group[i], rank[i] = gid, r
         keeper[best] = True
         is_dup[best] = False
         reason[best] = f"kept: {_why(rows[best], rows[ranked[1]])}"
@@ -402,6 +403,7 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
         "dup_group": pd.array(dup_group, dtype="Int64"),
         "is_duplicate": pd.array(is_dup, dtype="boolean"),
         "dup_keeper": pd.array(keeper, dtype="boolean"),
+        "dup_rank": pd.array(rank, dtype="Int32"),
         "dup_reason": pd.array(reason, dtype="string"),
     })
 
@@ -480,7 +482,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         "q_sharp": pd.array(res["q_sharp"].tolist(), dtype="Float32"),
         "q_busy": pd.array(res["q_busy"].tolist(), dtype="Float32"),
     })
-    for c in ("dup_group", "is_duplicate", "dup_keeper", "dup_reason"):
+    for c in ("dup_group", "is_duplicate", "dup_keeper", "dup_rank", "dup_reason"):
         new[c] = groups[c].to_numpy()
         new[c] = new[c].astype(groups[c].dtype)
     m.df = merge_columns(df, new)

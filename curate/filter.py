@@ -173,6 +173,8 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
     rules = [r for r in rules if r.name not in set(opts.disabled)]
     fired = rule_masks(df, rules)
     n = len(df)
+    if "duplicate" in fired:
+        fired["duplicate"] = _duplicates_now(df, fired)
     reason: list[str | None] = [None] * n
     hard = np.zeros(n, dtype=bool)
     for r in reversed(rules):           # first rule in registry order wins
@@ -199,6 +201,32 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
             reason[i] = REVIEWER
         keep = np.array([x is None for x in reason], dtype=bool)
     return Verdict(keep=keep, reason=reason, fired=fired, restored=restored, rules=[r.name for r in rules])
+
+
+def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> np.ndarray:
+    """The duplicates given the other rules as they fire now: in each group the best-ranked copy
+    (`dup_rank`, from dedupe) that no other automatic rule rejects stays. Dedupe chose its keeper with
+    the flags of its time; a flag set since (`score --rethreshold`) must not lose every copy. (A
+    reviewer's reject is about the picture, which its copies share: it does not promote a copy.)"""
+    dup = fired["duplicate"].copy()
+    if "dup_group" not in df.columns:
+        return dup
+    other = np.zeros(len(df), dtype=bool)
+    for name, mask in fired.items():
+        if name != "duplicate":
+            other |= mask
+    if "dup_rank" in df.columns:
+        rank = df["dup_rank"].astype("Float64").fillna(np.inf).to_numpy(dtype=float)
+    else:  # written before dup_rank: the keeper first
+        rank = np.where(df.get("dup_keeper", pd.Series([False] * len(df))).astype("boolean").fillna(False), 0.0, 1.0)
+    groups = df["dup_group"].astype("Int64")
+    for _, idx in groups[groups.notna()].groupby(groups[groups.notna()]).groups.items():
+        members = sorted((df.index.get_loc(i) for i in idx), key=lambda i: (rank[i], i))
+        survivor = next((i for i in members if not other[i]), None)
+        if survivor is not None:
+            dup[members] = True
+            dup[survivor] = False
+    return dup
 
 
 @dataclass

@@ -194,3 +194,18 @@ def test_a_repaired_file_that_vanished_is_rejected(tmp_path):
     v = decide(read_manifest(path).df)
     assert list(v.keep) == [True, False, True, False]
     assert v.reason[1] == v.reason[3] == "unreadable"
+
+
+def test_a_flag_set_after_dedupe_on_the_keeper_keeps_the_next_copy(tmp_path):
+    """`score --rethreshold` after dedupe flags the group's keeper: its copy that passes is kept
+    instead (dedupe ranked the copies), so the photo is not lost altogether."""
+    path = make_manifest(tmp_path, 4,
+                         dup_group=pd.array([0, 0, 1, 1], dtype="Int64"),
+                         dup_rank=pd.array([0, 1, 0, 1], dtype="Int32"),
+                         dup_keeper=pd.array([True, False, True, False], dtype="boolean"),
+                         is_duplicate=pd.array([False, True, False, True], dtype="boolean"),
+                         aspect_flag=pd.array([True, False, True, True], dtype="boolean"))
+    filter_manifest(path)
+    rows = read_manifest(path).df.set_index("path")
+    assert rows["keep"].tolist() == [False, True, False, False]
+    assert rows["reject_reason"].fillna("-").tolist() == ["duplicate", "-", "aspect", "duplicate"]

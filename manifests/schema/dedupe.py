@@ -20,5 +20,6 @@ FIELDS = [
     pa.field("dup_group", pa.int64()),           # group id, null when the row has no duplicate
     pa.field("is_duplicate", pa.bool_()),        # True: another row of the group was kept; null when unhashed
     pa.field("dup_keeper", pa.bool_()),          # True: kept copy of its group; null when not in a group
+    pa.field("dup_rank", pa.int32()),            # 0 = best copy of its group, 1 = next best, ...; null alone
     pa.field("dup_reason", pa.string()),         # why kept / duplicate of which sample_id
 ]
