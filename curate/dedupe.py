@@ -91,8 +91,9 @@ def row_job(folder: Path, root: str, row) -> dict:
                primary[2] - crop_box[0], primary[3] - crop_box[1]]
     side = max(primary[2] - primary[0], primary[3] - primary[1]) if primary else None
     usable = str(row.get("status")) == "ok" or present(row.get("repaired_path"))
+    crop_index = int(row["crop_index"]) if present(row.get("crop_index")) else 0
     return {"sample_id": str(row["sample_id"]), "sample": str(sample), "decoded": str(decoded),
-            "box": box, "box_side": side, "usable": usable}
+            "box": box, "box_side": side, "usable": usable, "crop_index": crop_index}
 
 
 class JobImageError(Exception):
@@ -137,7 +138,8 @@ def hash_row(job: dict, method: str) -> dict:
                 "_fine_mirror": str(fine(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))}
 
     crop = four(img)
-    whole = crop if full is img else four(full)        # no crop: the photo is the sample
+    # the whole photo only for each file's primary sample (grouping uses no other): no crop -> the same
+    whole = crop if full is img else four(full) if job.get("crop_index", 0) == 0 else dict.fromkeys(crop)
     out.update({f"phash{k}": v for k, v in crop.items()})
     out.update({f"phash_full{k}": v for k, v in whole.items()})
     out["q_area"] = img.size[0] * img.size[1]
@@ -319,11 +321,13 @@ def _iou(a, b) -> float:
 
 
 def rejected_otherwise(df: pd.DataFrame) -> list[str | None]:
-    """Per row, the reason `curate filter` would reject it for if duplicates were allowed (its
-    default rules and the reviewer's tags), else None: a group's keeper must be a copy that stays."""
+    """Per row, the reason `curate filter`'s automatic rules would reject it for if duplicates were
+    allowed, else None: a group's keeper should be a copy that stays. (A reviewer's reject is about
+    the picture, which its copies share: it does not make another copy the keeper; see
+    `curate.filter._duplicates_now`.)"""
     from .filter import FilterOptions, decide
 
-    return decide(df, FilterOptions(disabled=("duplicate",))).reason
+    return decide(df, FilterOptions(disabled=("duplicate",), use_review=False)).reason
 
 
 def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:

@@ -219,9 +219,9 @@ def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> np.ndarra
         rank = df["dup_rank"].astype("Float64").fillna(np.inf).to_numpy(dtype=float)
     else:  # written before dup_rank: the keeper first
         rank = np.where(df.get("dup_keeper", pd.Series([False] * len(df))).astype("boolean").fillna(False), 0.0, 1.0)
-    groups = df["dup_group"].astype("Int64")
-    for _, idx in groups[groups.notna()].groupby(groups[groups.notna()]).groups.items():
-        members = sorted((df.index.get_loc(i) for i in idx), key=lambda i: (rank[i], i))
+    groups = df["dup_group"].astype("Int64").to_numpy(dtype=float, na_value=np.nan)
+    for g in np.unique(groups[~np.isnan(groups)]):
+        members = sorted(np.flatnonzero(groups == g), key=lambda i: (rank[i], i))
         survivor = next((i for i in members if not other[i]), None)
         if survivor is not None:
             dup[members] = True

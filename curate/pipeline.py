@@ -53,7 +53,7 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     from .detect import DetectOptions, detect_manifest
     from .filter import filter_manifest
     from .repair import repair_manifest
-    from .scan import ScanOptions, scan_folder
+    from .scan import scan_folder
     from .score import score_manifest
 
     from .detector import resolve_weights
@@ -80,10 +80,7 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
                         "choose another work folder")
 
     log.info("scan %s", folder)
-    # a limit set with `curate scan --max-pixels` earlier stays (the default would re-probe every file)
-    last_scan = (existing.stage_params("scan") or {}) if existing is not None else {}
-    scan_opts = ScanOptions(max_pixels=last_scan.get("max_pixels", ScanOptions().max_pixels))
-    scan_folder(folder, manifest, scan_opts, workers=opts.workers, progress=progress)
+    scan_folder(folder, manifest, workers=opts.workers, progress=progress)  # keeps an earlier --max-pixels
     log.info("repair")
     repair_manifest(manifest, workers=opts.workers, progress=progress)
     log.info("detect")

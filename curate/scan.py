@@ -34,15 +34,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import stat
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from manifests import read_manifest, sample_id, write_manifest
+from manifests import is_manifest, read_manifest, sample_id, write_manifest
 from manifests.errors import UserError
 from manifests.io import Manifest
 from manifests.paths import is_ours
@@ -60,22 +59,33 @@ _PANDAS_DTYPES = {"string": "string", "int32": "Int32", "int64": "Int64", "bool"
 MISSING = "missing since last scan"
 
 
+DEFAULT_MAX_PIXELS = 89_478_485      # Pillow's decompression-bomb limit
+
+
 @dataclass(frozen=True)
 class ScanOptions:
     """Options of `curate scan` (the CLI's defaults come from here)."""
 
-    max_pixels: int = 89_478_485      # declared width*height above this -> too_large (Pillow's default)
+    max_pixels: int | None = None     # declared width*height above this -> too_large; None: the last
+                                      # scan's limit, else DEFAULT_MAX_PIXELS (see `with_previous`)
     rehash: bool = False              # on a rescan, hash unchanged (size+mtime) files and compare sha256
     checkpoint_every: int = 500       # rewrite the manifest after this many files ...
     checkpoint_seconds: float = 60.0  # ... or this many seconds, whichever comes first
     chunk_size: int = 16              # files per task sent to a worker process
+
+    def with_previous(self, previous: Manifest | None) -> "ScanOptions":
+        """Unset options filled from the manifest's last scan (a limit set once stays), else defaults."""
+        if self.max_pixels is not None:
+            return self
+        last = (previous.stage_params("scan") or {}) if previous is not None else {}
+        return replace(self, max_pixels=last.get("max_pixels") or DEFAULT_MAX_PIXELS)
 
     def verdict_params(self) -> dict:
         """The options a row's status depends on: a rescan with other values re-probes every file."""
         return {"max_pixels": self.max_pixels}
 
     def check(self) -> None:
-        if self.max_pixels < 1:
+        if self.max_pixels is not None and self.max_pixels < 1:
             raise UserError(f"--max-pixels must be at least 1 (got {self.max_pixels})")
         if self.checkpoint_every < 1:
             raise UserError(f"--checkpoint-every must be at least 1 (got {self.checkpoint_every})")
@@ -100,21 +110,6 @@ def core_frame(rows: list[dict]) -> pd.DataFrame:
 REPORT_DIRNAME = "report"            # where `curate report` / `curate run` put the page
 
 
-def _is_parquet_manifest(path: str) -> bool:
-    """A regular file that is a manifest (only Parquet files are opened by pyarrow; never a FIFO)."""
-    from manifests import is_manifest
-
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return False
-        with open(path, "rb") as f:
-            if f.read(4) != b"PAR1":
-                return False
-    except OSError:
-        return False
-    return is_manifest(path)
-
-
 def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
     """What the scan leaves out: our own outputs beside the manifest, wherever its folder is.
 
@@ -134,7 +129,7 @@ def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
                 if e.is_dir(follow_symlinks=False) and (is_ours(e.path) or (
                         e.name == REPORT_DIRNAME and is_report_folder(Path(e.path)))):
                     ours.add(e.name)
-                elif e.name not in names and _is_parquet_manifest(e.path):
+                elif e.name not in names and e.is_file(follow_symlinks=False) and is_manifest(e.path):
                     names.add(e.name)
     except OSError:
         pass  # not there yet (first scan) or unreadable: nothing of ours in it
@@ -207,6 +202,7 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     manifest_path = Path(os.path.abspath(manifest_path))
     workers = resolve_workers(workers)
     previous = _load_previous(manifest_path, root)
+    opts = opts.with_previous(previous)
     _remove_stale_temps(manifest_path)
     exclude, excluded = _exclusions(manifest_path)
 
@@ -305,9 +301,10 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     run_checkpointed(fn, todo, add, write, workers=workers, chunk_size=opts.chunk_size,
                      every=opts.checkpoint_every, seconds=opts.checkpoint_seconds,
                      progress=progress, desc="scan")
-    if restatused() and any(c not in CORE_COLUMNS for c in old.columns):
+    restated = restatused()
+    if restated and any(c not in CORE_COLUMNS for c in old.columns):
         log.warning("%d file(s) changed status on this scan; their repair, detect and later columns "
-                    "were cleared so those stages redo them", len(restatused()))
+                    "were cleared so those stages redo them", len(restated))
     counts = Counter(r["status"] for r in done.values())
     log.info("scanned %s: %d file(s), %d unchanged, %d gone; %s", root, len(entries), stats["reused"],
              len(missing), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .scan import ScanOptions
+from .scan import DEFAULT_MAX_PIXELS, ScanOptions
 
 _D = ScanOptions()
 DEFAULT_MANIFEST = Path("work") / "manifest.parquet"
@@ -17,8 +17,9 @@ DEFAULT_MANIFEST = Path("work") / "manifest.parquet"
               show_default=True, help="Manifest to create, or to update when it exists.")
 @click.option("-w", "--workers", type=int, default=None,
               help="Worker processes (default: one per available core).")
-@click.option("--max-pixels", type=int, default=_D.max_pixels, show_default=True,
-              help="Declared width*height above which a file is too_large and never decoded.")
+@click.option("--max-pixels", type=int, default=None,
+              help="Declared width*height above which a file is too_large and never decoded  "
+                   f"[default: the last scan's limit, else {DEFAULT_MAX_PIXELS}].")
 @click.option("--rehash/--no-rehash", default=_D.rehash, show_default=True,
               help="On a rescan, hash files whose size and mtime are unchanged and rescan "
                    "those whose sha256 differs.")

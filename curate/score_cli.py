@@ -60,6 +60,8 @@ def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, 
     if rethreshold:
         if not thresholds:
             raise UserError("--rethreshold needs at least one --threshold NAME=SCORE")
+        if default_thresholds:
+            raise UserError("--default-thresholds goes with a plain `curate score`, not --rethreshold")
         m = reflag(manifest, dict(thresholds))
     else:
         m = score_manifest(manifest, ScoreOptions(thresholds=thresholds, size=size, workers=workers,

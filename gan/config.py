@@ -131,7 +131,6 @@ PRESETS: dict[str, TrainConfig] = {
 class GenerateOptions:
     """`gan generate`'s options and defaults (used by gan.generate.generate)."""
     n: int = 10_000
-    batch: int = 64             # no effect on the images (always made in chunks of 64): kept for old scripts
     seed: int = 0
     zip: bool = False
     device: str = "auto"

@@ -193,7 +193,7 @@ def fid(generated, manifest, real, inception_weights, metrics_spec, weightless, 
     """
     from . import metrics as M
     from .metrics.inception import resolve_device
-    from .outpaths import check_out_dir, check_out_file
+    from manifests.outpaths import check_out_dir, check_out_file
 
     if (manifest is None) == (real is None):
         raise UserError("give exactly one of --manifest MANIFEST.parquet or --real DIR|PACK.npy")

@@ -4,8 +4,8 @@ The generators use BatchNorm; like the blog's notebook (and the training loop's 
 sample with batch statistics (train-mode BatchNorm) and leave the module's running statistics
 untouched. Each image therefore depends on the others in its forward pass, so the generator always
 runs on chunks of `CHUNK` = 64 noise vectors (the blog's and the seed preset's batch), drawn in order
-from one stream seeded by `--seed`: image i is row i % 64 of chunk i // 64. The images are the same
-for any `--batch`, and `--n 10` gives the first 10 images of `--n 10000` (a last partial chunk still
+from one stream seeded by `--seed`: image i is row i % 64 of chunk i // 64. The images do not depend
+on how many are asked for: `--n 10` gives the first 10 images of `--n 10000` (a last partial chunk still
 runs on 64 vectors).
 
 A folder of PNGs gets `generate.json`, recording what made them (the sha256 of the generator's
@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from manifests.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from manifests.outpaths import check_out_dir, check_out_file
 
 from .checkpoint import load_checkpoint
 from .config import GenerateOptions, TrainConfig, UserError
 from .models import Generator
-from .outpaths import check_out_dir, check_out_file
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
     `images.zip`). Into a folder, a rerun of the same command writes only the missing PNGs."""
     from tqdm import tqdm
 
-    if opts.n < 1 or opts.batch < 1:
-        raise UserError(f"--n and --batch must be >= 1 (got {opts.n}, {opts.batch})")
+    if opts.n < 1:
+        raise UserError(f"--n must be >= 1 (got {opts.n})")
     out = Path(out)
     zpath = (out if out.suffix == ".zip" else out / "images.zip") if opts.zip else None
     if zpath is not None:  # checked before any work

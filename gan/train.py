@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from manifests.outpaths import check_out_dir
+
 from . import augment
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_states
 from .config import TrainConfig, UserError
@@ -30,7 +32,6 @@ from .ema import EMA
 from .generate import resolve_device, sample, sample_n
 from .losses import get_loss
 from .models import build_models, count_parameters
-from .outpaths import check_out_dir
 from .rundir import Stats, create_run_dir, image_grid, plot_losses, save_png, write_json
 
 log = logging.getLogger(__name__)

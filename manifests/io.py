@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,8 +114,14 @@ def _validate(table: pa.Table, where: str) -> None:
 
 def is_manifest(path: str | os.PathLike) -> bool:
     """A Parquet file written by `write_manifest` (its metadata carries our key), or one rewritten
-    by another tool (pandas, say) that still has the required columns."""
+    by another tool (pandas, say) that still has the required columns. Only a regular file that
+    starts with Parquet's magic bytes is handed to pyarrow (a FIFO would block it forever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            if f.read(4) != b"PAR1":
+                return False
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError):
         return False
@@ -191,7 +198,7 @@ def write_manifest(
     path = Path(path)
     if path.is_dir():
         raise ManifestError(f"cannot write the manifest {path}: it is a folder; give a file name")
-    if path.exists() and not is_manifest(path):  # a user's photo, say: never overwritten
+    if os.path.lexists(path) and not is_manifest(path):  # a user's photo (or a FIFO): never overwritten
         raise ManifestError(f"refusing to overwrite {path}: it exists and is not a motocurate manifest; "
                             "choose another file name")
     table = to_table(m.df.reset_index(drop=True))

@@ -28,17 +28,25 @@ def is_ours(folder: str | Path) -> bool:
     version holding only what we write there."""
     folder = Path(folder)
     try:
-        if TAG_NAME in os.listdir(folder):
+        names = os.listdir(folder)
+        if TAG_NAME in names:
             return "motocurate" in (folder / TAG_NAME).read_text(encoding="utf-8", errors="replace")
+        if any(n.startswith(f".{TAG_NAME}.") for n in names):   # another process is tagging it right now
+            return True
         legacy = _UNTAGGED.get(folder.name)
         return legacy is not None and legacy(os.listdir(folder)) and any(os.scandir(folder))
     except OSError:
         return False
 
 
+_CLAIMED: set[str] = set()   # folders this process made or adopted (a stage claims its cache per file)
+
+
 def claim_folder(folder: str | Path) -> Path:
     """Make (or adopt) a folder for derived files, tagged; refuse a user's folder of that name."""
     folder = Path(folder)
+    if str(folder) in _CLAIMED and (folder / TAG_NAME).is_file():
+        return folder
     if folder.exists() and not is_ours(folder):
         if not folder.is_dir():
             raise UserError(f"{folder}: exists and is not a folder; motocurate keeps its derived files there")
@@ -51,6 +59,7 @@ def claim_folder(folder: str | Path) -> Path:
         from .atomic import write_text_atomic
 
         write_text_atomic(tag, TAG_TEXT)
+    _CLAIMED.add(str(folder))
     return folder
 
 

@@ -440,21 +440,6 @@ def _pack_folder(manifest_path, out_dir) -> Path:
     return Path(manifest_path).resolve().parent / PACK_DIRNAME   # tagged as ours when made (see _planned)
 
 
-def check_out_dir(folder: str | os.PathLike, what: str) -> None:
-    """A folder we may create or write into: an existing folder, or a path whose nearest existing
-    ancestor is a writable folder. Checked before any work (mkdir would fail only later, deep inside)."""
-    from manifests.errors import UserError
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{what} {folder}: exists and is not a folder")
-    base = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
-    if not base.is_dir():
-        raise UserError(f"{what} {folder}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {folder}: {base} is not writable")
-
-
 def _lock_path(folder: Path, stem: str) -> Path:
     return folder / f"{stem}.lock"
 
@@ -514,14 +499,16 @@ def _planned(manifest_path, opts: PrepOptions, out_dir):
     `--manifest` (a photo, say) or `-o` leaves no trace; then hold the pack's lock, re-reading the
     manifest if another process rewrote it meanwhile. Yields the plan."""
     folder = _pack_folder(manifest_path, out_dir)
+    from manifests.outpaths import check_out_dir
+
     check_out_dir(folder, "-o" if out_dir is not None else "pack folder")
     before = _stat_key(manifest_path)
     plan = _plan(manifest_path, opts, out_dir)  # validates the manifest; writes nothing
-    if out_dir is None:  # the default folder beside the manifest: tagged ours, never a user's `pack/`
-        from manifests.paths import claim_folder
-
-        claim_folder(folder)
     with _locked(folder, opts.stem):
+        if out_dir is None:  # the default folder beside the manifest, tagged ours (under the lock, so the
+            from manifests.paths import claim_folder  # ranks of one job never race); a user's `pack/` is refused
+
+            claim_folder(folder)
         if _stat_key(manifest_path) != before:
             plan = _plan(manifest_path, opts, out_dir)
         yield plan

@@ -237,17 +237,16 @@ def test_fid_on_a_one_sample_manifest_names_the_metric_asked_for(tmp_path, capsy
     assert "FID" not in err
 
 
-# ----------------------------------------------------------------------- 6. images independent of --batch
+# ----------------------------------------------------------------------- 6. images independent of --n
 
-def test_generated_images_do_not_depend_on_batch_or_n(tmp_path, tiny_run):
+def test_generated_images_do_not_depend_on_n(tmp_path, tiny_run):
     from gan.generate import generate
 
     def run(name, **kw):
         return _pngs(generate(tiny_run, tmp_path / name, GenerateOptions(device="cpu", **kw), progress=False))
 
-    b3, b7 = run("b3", n=7, batch=3), run("b7", n=7, batch=7)
-    assert list(b3) == [f"{i:05d}.png" for i in range(7)] and b3 == b7
-    n10, n70 = run("n10", n=10), run("n70", n=70, batch=5)                # 70 spans two chunks of 64
+    n10, n70 = run("n10", n=10), run("n70", n=70)                         # 70 spans two chunks of 64
+    assert list(n10) == [f"{i:05d}.png" for i in range(10)]
     assert all(n70[k] == v for k, v in n10.items()) and len(n70) == 70
     assert n10["00000.png"] != n10["00001.png"]
 

@@ -230,7 +230,7 @@ def test_generate_writes_rgb_pngs_at_the_seed_size(tmp_path):
     pack128 = make_pack(tmp_path / "p128.npy", n=4, size=128)
     run = train(PRESETS["seed"].replace(steps=0, sample_every=0), data=pack128, out=tmp_path / "runs",
                 device="cpu", progress=False)              # random init, seed architecture
-    out = generate(run / "checkpoint.pt", tmp_path / "out", GenerateOptions(n=3, batch=2, device="cpu"),
+    out = generate(run / "checkpoint.pt", tmp_path / "out", GenerateOptions(n=3, device="cpu"),
                    progress=False)
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == ["00000.png", "00001.png", "00002.png"]

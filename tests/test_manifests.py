@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pyarrow as pa
@@ -198,3 +199,7 @@ def test_a_file_that_is_not_a_manifest_is_never_overwritten(tmp_path):
         write_manifest(_df(), foreign, stage="filter")
     with pytest.raises(ManifestError, match="is a folder"):
         write_manifest(_df(), tmp_path, stage="filter")
+    fifo = tmp_path / "pipe.parquet"
+    os.mkfifo(fifo)                                              # never opened: it would block forever
+    with pytest.raises(ManifestError, match="not a motocurate manifest"):
+        write_manifest(_df(), fifo, stage="filter")

@@ -307,6 +307,18 @@ def test_nothing_selected_is_a_user_error(tmp_path):
         preprocess_manifest(mp, progress=False)
 
 
+def test_a_users_own_pack_folder_is_never_written_into(tmp_path):
+    mp = build_manifest(tmp_path, 2)
+    mine = mp.parent / "pack"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"\xff\xd8\xff mine")
+    with pytest.raises(UserError, match="holds files motocurate did not write"):
+        preprocess_manifest(mp, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg"]
+    info = preprocess_manifest(mp, out_dir=tmp_path / "elsewhere", progress=False)   # -o elsewhere works
+    assert info.npy_path.exists()
+
+
 def test_pack_is_byte_identical_across_runs_and_worker_counts(tmp_path):
     # 36 samples so that workers=2 really runs a process pool
     rng = np.random.default_rng(1)

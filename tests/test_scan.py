@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from curate.cli import main as curate_main
-from curate.scan import ScanOptions, scan_folder
+from curate.scan import DEFAULT_MAX_PIXELS, ScanOptions, scan_folder
 from curate.sniff import declared_size, ext_mismatch, sniff_format
 from manifests import file_sha256, read_manifest
 from manifests.errors import UserError
@@ -87,7 +87,7 @@ def test_zoo_every_file_once_with_expected_status(zoo, tmp_path):
     assert _regular_files(root) == before, "scan must not touch the originals"
     rec = m.history[-1]
     assert rec["stage"] == "scan" and rec["params"]["complete"] is True
-    assert rec["params"]["max_pixels"] == ScanOptions().max_pixels
+    assert rec["params"]["max_pixels"] == DEFAULT_MAX_PIXELS
 
 
 def test_rescan_reuses_adds_changes_and_marks_missing(tmp_path):
@@ -479,7 +479,9 @@ def test_rescan_with_another_max_pixels_reprobes_every_file(tmp_path, caplog):
     assert lower.history[-1]["params"]["reprobed_for"] == ["max_pixels"]
     same = scan_folder(root, mpath, ScanOptions(max_pixels=1000), workers=1, progress=False)
     assert same.history[-1]["params"]["reused"] == 2, "same limit: reused by size and mtime"
-    back = scan_folder(root, mpath, ScanOptions(rehash=True), workers=1, progress=False)
+    kept = scan_folder(root, mpath, ScanOptions(rehash=True), workers=1, progress=False)
+    assert kept.df.set_index("path").loc["a.jpg", "status"] == "too_large", "an unset limit keeps the last one"
+    back = scan_folder(root, mpath, ScanOptions(max_pixels=DEFAULT_MAX_PIXELS), workers=1, progress=False)
     assert (back.df["status"] == "ok").all() and back.df["error"].isna().all()
 
 

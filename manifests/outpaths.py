@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from manifests.errors import UserError  # light: no pandas/pyarrow
+from .errors import UserError  # light: no pandas/pyarrow (the trainer imports this)
 
 
 def _writable_base(path: Path, folder: Path, what: str) -> None:
