@@ -228,14 +228,18 @@ def train(cfg: TrainConfig, *, data: Path | None = None, manifest: Path | None =
 
 
 def _on_main(fn, d: Dist):
-    """`fn()` on rank 0, its first value broadcast to every rank; a UserError there is raised on every rank."""
-    value, rest, err = None, None, None
+    """`fn()` on rank 0, its first value broadcast to every rank. A failure there is raised on every
+    rank (the others would otherwise wait in the broadcast forever): rank 0 raises it as it is."""
+    value, rest, err, failure = None, None, None, None
     if d.main:
         try:
             value, rest = fn()
-        except UserError as exc:
-            err = str(exc)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks are told
+            failure = exc
+            err = str(exc) if isinstance(exc, UserError) else f"rank 0 failed: {type(exc).__name__}: {exc}"
     value, err = _broadcast((str(value) if value is not None else None, err), d)
+    if failure is not None:
+        raise failure
     if err is not None:
         raise UserError(err)
     return value, rest
