@@ -129,8 +129,10 @@ def _missing(out: Path, identity: dict, names: list[str]) -> set[int]:
     except (OSError, ValueError):
         before = None
     if not isinstance(before, dict) or any(before.get(k) != v for k, v in identity.items()):
-        how = ("with another checkpoint, --ema or --seed" if isinstance(before, dict)
-               else f"by something else (no {RECORD})")
+        differs = [k for k, v in identity.items() if isinstance(before, dict) and before.get(k) != v]
+        how = (f"by something else (no {RECORD})" if not isinstance(before, dict)
+               else "with file names of another width (--n crossed a power of ten)" if differs == ["width"]
+               else "with another checkpoint, --ema or --seed")
         raise UserError(f"-o {out}: already holds {len(pngs)} PNG(s) made {how}; choose a new folder (or --zip)")
     extra = sorted(pngs - set(names))
     if extra:  # never mix in images FID would read but --n did not ask for
@@ -154,6 +156,8 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
     zpath = (out if out.suffix == ".zip" else out / "images.zip") if opts.zip else None
     if zpath is not None:  # checked before any work
         check_out_file(zpath, "-o")
+        for stale in zpath.parent.glob(f".{zpath.name}.*.tmp"):   # left by a killed run
+            stale.unlink(missing_ok=True)
     else:
         check_out_dir(out, "-o")
     device = resolve_device(opts.device)

@@ -104,13 +104,18 @@ class State:
             "world_size": world,
         }
 
-    def load(self, ck: dict) -> None:
+    def load(self, ck: dict, cfg: TrainConfig) -> None:
+        """The checkpoint's state; the optimisers' hyper-parameters are `cfg`'s (a resume may change
+        them: load_state_dict alone would bring back the checkpoint's learning rate)."""
         self.G.load_state_dict(ck["G"])
         self.D.load_state_dict(ck["D"])
         if self.ema is not None:
             self.ema.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
         self.opt_g.load_state_dict(ck["opt_g"])
         self.opt_d.load_state_dict(ck["opt_d"])
+        for opt, lr in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, (cfg.beta1, cfg.beta2)
         self.rand.load_state_dict(ck["random"])
         self.step = int(ck["step"])
         self.images = int(ck.get("images", self.step * ck["config"]["batch"]))  # older checkpoints: one batch size
@@ -256,8 +261,12 @@ def resume(run_dir: Path, *, overrides: dict | None = None, data: Path | None = 
     its first checkpoint (only `config.json`) starts again from step 0 with its config."""
     run_dir = Path(run_dir)
     conf = _read_json(run_dir / "config.json")
-    if not conf and not (run_dir / "checkpoint.pt").exists():
-        raise UserError(f"--resume {run_dir}: no checkpoint.pt or config.json (not a run directory)")
+    if not (run_dir / "checkpoint.pt").exists():
+        if not (run_dir / "config.json").exists():
+            raise UserError(f"--resume {run_dir}: no checkpoint.pt or config.json (not a run directory)")
+        if not (conf.get("data") or conf.get("manifest")):
+            raise UserError(f"--resume {run_dir}: config.json names no data or manifest and there is no "
+                            "checkpoint; start a new run")
     if (run_dir / "checkpoint.pt").exists():
         ck = load_checkpoint(run_dir / "checkpoint.pt")
         base, step = ck["config"], int(ck["step"])
@@ -298,9 +307,12 @@ def _read_json(path: Path) -> dict:
     import json
 
     try:
-        return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+        conf = json.loads(Path(path).read_text()) if Path(path).exists() else {}
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable run config ({exc})") from None
+    if not isinstance(conf, dict):
+        raise UserError(f"{path}: not a run config (a JSON object is expected)")
+    return conf
 
 
 class _StopAfterStep:
@@ -350,7 +362,7 @@ def _fit(cfg: TrainConfig, data: TrainData, run_dir: Path, d: Dist, *, checkpoin
     images = to_device(data.images, dev)
     st = build_state(cfg, len(images), dev)
     if checkpoint is not None:
-        st.load(checkpoint)
+        st.load(checkpoint, cfg)
     if d.main:
         log.info("G %s params, D %s params, %d images of %dx%d on %s", f"{count_parameters(st.G):,}",
                  f"{count_parameters(st.D):,}", len(images), cfg.size, cfg.size, dev)

@@ -20,6 +20,8 @@ def _writable_base(path: Path, folder: Path, what: str) -> None:
 def check_out_dir(folder: str | os.PathLike, what: str) -> Path:
     """`folder` is an existing folder, or can be made (its nearest existing ancestor is a writable folder)."""
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"{what} {folder}: a broken symbolic link (to {os.readlink(folder)})")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{what} {folder}: exists and is not a folder")
     _writable_base(folder, folder.absolute(), what)

@@ -19,7 +19,8 @@ TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 # What such folders held before they were tagged (adopted, then tagged): the cache's kinds, packs.
 _UNTAGGED = {
     CACHE_DIRNAME: lambda names: set(names) <= {"repaired", "crops", "review", "dedupe", "score", "fid", "pack"},
-    "pack": lambda names: all(re.match(r"^\.?(pad|resize|crop)-", n) for n in names),
+    "pack": lambda names: all(re.match(r"^\.?(pad-[a-z]+|resize|crop)-\d+(\.npy|\.json|\.lock|-png)(\..*)?$", n)
+                              for n in names),
 }
 
 

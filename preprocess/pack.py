@@ -504,9 +504,14 @@ def _planned(manifest_path, opts: PrepOptions, out_dir):
     check_out_dir(folder, "-o" if out_dir is not None else "pack folder")
     before = _stat_key(manifest_path)
     plan = _plan(manifest_path, opts, out_dir)  # validates the manifest; writes nothing
+    if out_dir is None and folder.is_dir():  # a user's own `pack/` there is refused before anything lands in it
+        from manifests.paths import claim_folder, is_ours
+
+        if not is_ours(folder) and any(folder.iterdir()):
+            claim_folder(folder)  # raises, naming the folder
     with _locked(folder, opts.stem):
-        if out_dir is None:  # the default folder beside the manifest, tagged ours (under the lock, so the
-            from manifests.paths import claim_folder  # ranks of one job never race); a user's `pack/` is refused
+        if out_dir is None:  # tagged under the lock, so the ranks of one job never race on it
+            from manifests.paths import claim_folder
 
             claim_folder(folder)
         if _stat_key(manifest_path) != before:

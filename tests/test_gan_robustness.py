@@ -317,6 +317,27 @@ def test_kimg_counts_images_across_resumes_with_another_batch(tmp_path, pack):
     assert recs[8] == pytest.approx((6 * 16 + 2 * 16) / 1000)
 
 
+def test_resume_applies_a_new_learning_rate(tmp_path, pack):
+    """Loading the optimisers' state would bring back the checkpoint's lr: the resumed config's wins."""
+    from gan.train import resume, train
+
+    run = train(PRESETS["tiny"].replace(steps=2, sample_every=0), data=pack, out=tmp_path, device="cpu", progress=False)
+    resume(run, overrides={"steps": 3, "lr_g": 1e-5, "lr_d": 2e-5, "beta1": 0.0}, device="cpu", progress=False)
+    ck = load_checkpoint(run)
+    assert [g["lr"] for g in ck["opt_g"]["param_groups"]] == [1e-5]
+    assert [g["lr"] for g in ck["opt_d"]["param_groups"]] == [2e-5]
+    assert tuple(ck["opt_g"]["param_groups"][0]["betas"]) == (0.0, PRESETS["tiny"].beta2)
+
+
+def test_a_damaged_config_without_checkpoint_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for text, says in (("[1, 2]", "a JSON object is expected"), ('{"name": "x"}', "names no data or manifest")):
+        (run / "config.json").write_text(text)
+        code, err = gan(["train", "--resume", run, "--device", "cpu"], capsys)
+        one_line_error(code, err, says)
+
+
 def test_resume_refuses_preset_and_out(tmp_path, tiny_run, capsys):
     before = (tiny_run / "config.json").read_bytes()
     for extra in (["--preset", "cpu"], ["--out", tmp_path / "elsewhere"]):

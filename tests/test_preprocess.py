@@ -312,9 +312,17 @@ def test_a_users_own_pack_folder_is_never_written_into(tmp_path):
     mine = mp.parent / "pack"
     mine.mkdir()
     (mine / "holiday.jpg").write_bytes(b"\xff\xd8\xff mine")
+    (mine / "crop-bike.jpg").write_bytes(b"\xff\xd8\xff mine too")       # named like ours, but no pack file
     with pytest.raises(UserError, match="holds files motocurate did not write"):
         preprocess_manifest(mp, progress=False)
-    assert sorted(p.name for p in mine.iterdir()) == ["holiday.jpg"]
+    assert sorted(p.name for p in mine.iterdir()) == ["crop-bike.jpg", "holiday.jpg"]
+    (mine / "holiday.jpg").unlink()
+    with pytest.raises(UserError, match="holds files motocurate did not write"):
+        preprocess_manifest(mp, progress=False)
+    mine.rename(tmp_path / "moved")
+    mine.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="broken symbolic link"):
+        preprocess_manifest(mp, progress=False)
     info = preprocess_manifest(mp, out_dir=tmp_path / "elsewhere", progress=False)   # -o elsewhere works
     assert info.npy_path.exists()
 
