@@ -395,7 +395,8 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
             is_dup[i] = True
             if sig[i] and sig[best] and crop_index[i] == crop_index[best] and \
                     signatures_match(sig[i], sig[best], opts.exact_tol):
-                kind = "exact duplicate"
+                kind = (f"same picture (decoded pixels within {opts.exact_tol} levels"
+                        f"{', same bytes' if rows[i].get('sha256') and rows[i].get('sha256') == rows[best].get('sha256') else ''})")
             elif (min(i, best), max(i, best)) in linked:
                 d, what, mir = linked[(min(i, best), max(i, best))]
                 kind = f"near duplicate ({what}, {opts.method} distance {d}{', mirrored' if mir else ''})"
@@ -473,6 +474,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         "busy": _prefer(df, "busy_raw", res["q_busy"]),
         "cut_off": df["cut_off"].to_numpy() if "cut_off" in df.columns else [None] * len(df),
         "rejected_as": rejected_otherwise(df),
+        "sha256": df["sha256"].astype("string").to_numpy() if "sha256" in df.columns else [None] * len(df),
         "primary_box": df["primary_box"].tolist() if "primary_box" in df.columns else [None] * len(df),
     })
     q = q.astype(object).where(pd.notna(q), None)

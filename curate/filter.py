@@ -155,6 +155,7 @@ class Verdict:
     fired: dict[str, np.ndarray]     # rule name -> bool per row (before the reviewer)
     restored: int                    # auto-rejected rows a reviewer kept
     rules: list[str]                 # the rules applied, in order
+    handed: dict[int, list[int]] = field(default_factory=dict)  # new keeper -> dedupe's keepers it replaces
 
 
 def rule_masks(df: pd.DataFrame, rules: list[Rule]) -> dict[str, np.ndarray]:
@@ -174,7 +175,9 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
     fired = rule_masks(df, rules)
     n = len(df)
     if "duplicate" in fired:
-        fired["duplicate"] = _duplicates_now(df, fired)
+        fired["duplicate"], handed = _duplicates_now(df, fired)
+    else:
+        handed = {}
     reason: list[str | None] = [None] * n
     hard = np.zeros(n, dtype=bool)
     for r in reversed(rules):           # first rule in registry order wins
@@ -200,17 +203,22 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
         for i in np.flatnonzero(want_reject & ~auto):
             reason[i] = REVIEWER
         keep = np.array([x is None for x in reason], dtype=bool)
-    return Verdict(keep=keep, reason=reason, fired=fired, restored=restored, rules=[r.name for r in rules])
+    return Verdict(keep=keep, reason=reason, fired=fired, restored=restored, rules=[r.name for r in rules],
+                   handed=handed)
 
 
-def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> np.ndarray:
-    """The duplicates given the other rules as they fire now: in each group the best-ranked copy
-    (`dup_rank`, from dedupe) that no other automatic rule rejects stays. Dedupe chose its keeper with
-    the flags of its time; a flag set since (`score --rethreshold`) must not lose every copy. (A
-    reviewer's reject is about the picture, which its copies share: it does not promote a copy.)"""
+def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """The duplicates given the other rules as they fire now, and the groups whose keeper changed.
+
+    In each group the best-ranked copy (`dup_rank`, from dedupe) that no other automatic rule rejects
+    stays. Dedupe chose its keeper with the flags of its time; when a flag set since (`score
+    --rethreshold`) rejects it, the next copy takes over (returned as new keeper -> the copies it
+    replaces, which keep their own reject reason), so a photo is never lost to both rules at once.
+    (A reviewer's reject is about the picture, which its copies share: it hands nothing over.)"""
     dup = fired["duplicate"].copy()
+    handed: dict[int, list[int]] = {}
     if "dup_group" not in df.columns:
-        return dup
+        return dup, handed
     other = np.zeros(len(df), dtype=bool)
     for name, mask in fired.items():
         if name != "duplicate":
@@ -223,10 +231,37 @@ def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> np.ndarra
     for g in np.unique(groups[~np.isnan(groups)]):
         members = sorted(np.flatnonzero(groups == g), key=lambda i: (rank[i], i))
         survivor = next((i for i in members if not other[i]), None)
-        if survivor is not None:
-            dup[members] = True
-            dup[survivor] = False
-    return dup
+        if survivor is None or survivor == members[0]:
+            continue                      # dedupe's keeper stays (or every copy is rejected anyway)
+        before = members[: members.index(survivor)]
+        dup[members] = True
+        dup[survivor] = False
+        dup[before] = False               # rejected for their own reason
+        handed[int(survivor)] = [int(i) for i in before]
+    return dup, handed
+
+
+def _hand_over(df: pd.DataFrame, v: Verdict) -> pd.DataFrame:
+    """Keep dedupe's columns consistent with a keeper that changed (see `_duplicates_now`)."""
+    if not v.handed:
+        return df
+    df = df.copy()
+    cols = {c: df.columns.get_loc(c) for c in ("is_duplicate", "dup_keeper", "dup_reason") if c in df.columns}
+    ids, paths = df["sample_id"].astype(str).tolist(), df["path"].astype(str).tolist()
+    for new, olds in v.handed.items():
+        first = olds[0]
+        if "is_duplicate" in cols:
+            df.iloc[new, cols["is_duplicate"]] = False
+            df.iloc[olds, cols["is_duplicate"]] = True
+        if "dup_keeper" in cols:
+            df.iloc[new, cols["dup_keeper"]] = True
+            df.iloc[olds, cols["dup_keeper"]] = False
+        if "dup_reason" in cols:
+            df.iloc[new, cols["dup_reason"]] = (f"kept: {ids[first]} ({paths[first]}), the copy dedupe chose, "
+                                                f"is rejected as {v.reason[first]}")
+            for i in olds:
+                df.iloc[i, cols["dup_reason"]] = f"duplicate of {ids[new]} ({paths[new]}); handed over, rejected as {v.reason[i]}"
+    return df
 
 
 @dataclass
@@ -262,6 +297,21 @@ def _rebase_paths(df: pd.DataFrame, src_folder: Path, dst_folder: Path) -> pd.Da
     return df
 
 
+def _warn_missing(m: Manifest) -> None:
+    """Say which rules cannot apply: stages that have not run, or whose columns are missing."""
+    ran = {rec.get("stage") for rec in m.history}
+    cols = set(m.df.columns)
+    for stage, col in (("detect", "detect_status"), ("score", None), ("dedupe", "is_duplicate")):
+        if stage not in ran and not (col and col in cols) and not (stage == "score" and flag_checks(cols)):
+            log.warning("`curate %s` has not run on this manifest: its rules do not apply", stage)
+        elif col and col not in cols:
+            log.warning("the manifest lacks %s (written by `curate %s`): that rule does not apply", col, stage)
+    thresholds = (m.stage_params("score") or {}).get("thresholds", {})
+    lost = [f"{c}_flag" for c in thresholds if f"{c}_flag" not in cols]
+    if lost:
+        log.warning("the manifest lacks %s (written by `curate score`): those rules do not apply", ", ".join(lost))
+
+
 def filter_manifest(manifest_path: Path, out_path: Path | None = None,
                     opts: FilterOptions = FilterOptions()) -> FilterResult:
     """Write `keep`/`reject_reason` into the manifest and the kept rows to `out_path`.
@@ -278,8 +328,9 @@ def filter_manifest(manifest_path: Path, out_path: Path | None = None,
     if m.root and is_within(out_path.parent, m.root) and not beside:
         raise UserError(f"-o {out_path}: inside the scanned folder {m.root}, whose next scan would take it "
                         "for a photo; put it beside the manifest or outside that folder")
+    _warn_missing(m)
     v = decide(m.df, opts)
-    df = m.df.copy()
+    df = _hand_over(m.df.reset_index(drop=True), v)
     df["keep"] = pd.array(v.keep, dtype="boolean")
     df["reject_reason"] = pd.array(v.reason, dtype="string")
     params = {"rules": v.rules, "disabled": sorted(opts.disabled), "use_review": opts.use_review,

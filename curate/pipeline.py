@@ -40,8 +40,12 @@ class RunResult:
     kept: int
     removed: dict[str, int] = field(default_factory=dict)
 
+    samples: int = 0          # rows: files, plus one per extra motorbike with --per-image all
+
     def summary_rows(self) -> list[tuple[str, int]]:
         rows = [("files in", self.files_in), ("repaired", self.repaired)]
+        if self.samples != self.files_in:
+            rows.append(("samples (one per motorbike)", self.samples))
         rows += [(f"rejected: {reason}", n) for reason, n in sorted(self.removed.items()) if n]
         rows.append(("kept", self.kept))
         return rows
@@ -107,4 +111,4 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
         actions = df["repair_action"].astype("string")
         repaired = int(actions.isin(["converted", "best_frame", "recovered"]).sum())
     return RunResult(manifest=manifest, clean=clean, report=report, files_in=files_in,
-                     repaired=repaired, kept=result.kept, removed=dict(result.removed))
+                     repaired=repaired, kept=result.kept, removed=dict(result.removed), samples=len(df))

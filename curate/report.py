@@ -128,8 +128,8 @@ def is_report_folder(folder: Path) -> bool:
 
 
 def _prepare_out_dir(out_dir: Path, m) -> None:
-    """Refuse a folder where the report would land among the user's files; make it; remove temp
-    files an interrupted report left."""
+    """Refuse a folder where the report would land among the user's files; make it; remove what an
+    earlier or interrupted report left there."""
     flag = f"-o {out_dir}"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{flag}: exists and is not a folder")
@@ -142,9 +142,11 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{flag}: cannot create the folder ({exc.strerror or exc})") from exc
-    for tmp in out_dir.glob(".*"):
-        if tmp.is_file() and tmp.name.startswith((".index.html.", ".sheet_", ".hist_")):
-            tmp.unlink(missing_ok=True)
+    for old in [*out_dir.glob(".*"), *out_dir.glob("sheet_*.png"), *out_dir.glob("hist_*.png")]:
+        # temp files an interrupted report left, and the pictures of an earlier one (a sheet for a
+        # reason that no longer removes anything would stay there, unlinked, showing stale samples)
+        if old.is_file() and old.name.startswith((".index.html.", ".sheet_", ".hist_", "sheet_", "hist_")):
+            old.unlink(missing_ok=True)
     if not is_report_folder(out_dir):   # marked as ours before any picture lands in it
         write_text_atomic(out_dir / "index.html", f"<!DOCTYPE html><html><head><title>{REPORT_TITLE}: being "
                           "written</title></head><body>The report is being written.</body></html>\n")

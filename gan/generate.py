@@ -115,6 +115,7 @@ def load_generator(checkpoint: Path, device: torch.device | str = "cpu", ema: bo
     G = Generator(cfg.nz, cfg.size, cfg.g_channels)
     use_ema = ema and ck.get("G_ema") is not None
     G.load_state_dict(ck["G_ema"] if use_ema else ck["G"])
+    G.from_ema = use_ema                      # what was loaded (recorded beside generated images)
     log.info("loaded the %s generator of %s (step %d)", "EMA" if use_ema else "raw", checkpoint, ck["step"])
     return G.to(device), cfg
 
@@ -177,7 +178,7 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
             todo = _missing(out, identity, names)
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out / RECORD, json.dumps({**identity, "checkpoint": str(Path(checkpoint).resolve()),
-                                                        "ema": opts.ema, "n": opts.n}, indent=2) + "\n")
+                                                        "ema": G.from_ema, "n": opts.n}, indent=2) + "\n")
         chunks = noise_chunks(cfg.nz, opts.seed)
         with tqdm(total=opts.n, initial=opts.n - len(todo), unit="img", disable=not progress, desc="generate") as bar:
             for start in range(0, opts.n, CHUNK):

@@ -497,7 +497,8 @@ class _Metrics:
             if weights is not None:                              # the file the user named is unusable
                 raise
             self.inception_ok = False
-            log.warning("FID is unavailable (%s): --fid-every reports the weightless metrics instead", exc)
+            log.warning("FID is unavailable (%s): --fid-every reports the weightless metrics instead",
+                        str(exc).replace(", or use --weightless for metrics that need no weights", ""))
         names = metrics.DEFAULT_METRICS if self.inception_ok else tuple(metrics.WEIGHTLESS)
         metrics.check_counts(cfg.fid_n, len(data.images), names, fake="--fid-n",
                              real="--fid-every: the training data")
@@ -514,7 +515,8 @@ class _Metrics:
                 return {"step": step, "metrics": vals}
             except M.InceptionUnavailable as exc:
                 self.inception_ok = False
-                log.warning("FID is unavailable (%s): reporting the weightless metrics instead", exc)
+                log.warning("FID is unavailable (%s): reporting the weightless metrics instead",
+                            str(exc).replace(", or use --weightless for metrics that need no weights", ""))
         vals = M.weightless_metrics(fake, real, device=str(self.device), seed=self.cfg.seed)
         log.info("step %d: %s", step, vals)
         return {"step": step, "metrics": vals, "fid_unavailable": True}

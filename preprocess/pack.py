@@ -280,8 +280,9 @@ def _results(tasks: list[tuple], workers: int, progress: bool):
     with tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress) as bar:
         if workers <= 1 or len(tasks) < POOL_MIN_TASKS:
             for t in tasks:
-                yield prepare_one(t)
-                bar.update()
+                r = prepare_one(t)
+                bar.update()        # before the yield: the consumer may not come back for the last one
+                yield r
             return
         import multiprocessing as mp
 
@@ -290,8 +291,8 @@ def _results(tasks: list[tuple], workers: int, progress: bool):
         chunk = max(1, min(16, len(tasks) // (n * 8)))
         with ctx.Pool(n, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             for r in pool.imap(prepare_one, tasks, chunksize=chunk):
-                yield r
                 bar.update()
+                yield r
 
 
 # --------------------------------------------------------------------------- manifest columns

@@ -204,8 +204,30 @@ def test_a_flag_set_after_dedupe_on_the_keeper_keeps_the_next_copy(tmp_path):
                          dup_rank=pd.array([0, 1, 0, 1], dtype="Int32"),
                          dup_keeper=pd.array([True, False, True, False], dtype="boolean"),
                          is_duplicate=pd.array([False, True, False, True], dtype="boolean"),
+                         dup_reason=pd.array(["kept: larger", "near duplicate", "kept: larger", "near duplicate"],
+                                             dtype="string"),
                          aspect_flag=pd.array([True, False, True, True], dtype="boolean"))
     filter_manifest(path)
     rows = read_manifest(path).df.set_index("path")
     assert rows["keep"].tolist() == [False, True, False, False]
-    assert rows["reject_reason"].fillna("-").tolist() == ["duplicate", "-", "aspect", "duplicate"]
+    assert rows["reject_reason"].fillna("-").tolist() == ["aspect", "-", "aspect", "duplicate"]
+    # dedupe's columns follow the hand-over (group 1 lost both copies to aspect: unchanged)
+    assert rows["dup_keeper"].tolist() == [False, True, True, False]
+    assert rows["is_duplicate"].tolist() == [True, False, False, True]
+    assert rows["dup_reason"].iloc[1].startswith("kept: ") and "rejected as aspect" in rows["dup_reason"].iloc[1]
+    clean = read_manifest(path.parent / "clean.parquet").df
+    assert clean["is_duplicate"].tolist() == [False] and clean["dup_keeper"].tolist() == [True]
+
+
+def test_filter_says_which_rules_cannot_apply(tmp_path, caplog):
+    path = make_manifest(tmp_path, 2)                             # a manifest straight from scan
+    with caplog.at_level("WARNING", logger="curate.filter"):
+        filter_manifest(path)
+    assert "`curate detect` has not run" in caplog.text and "`curate score` has not run" in caplog.text
+    m = read_manifest(path)
+    m.df["busy_score"] = pd.array([0.1, 0.9], dtype="Float32")
+    write_manifest(m, path, stage="score", params={"thresholds": {"busy": 0.5}})   # busy_flag lost
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="curate.filter"):
+        filter_manifest(path)
+    assert "lacks busy_flag" in caplog.text

@@ -101,3 +101,12 @@ def test_run_keeps_the_max_pixels_of_an_earlier_scan(tmp_path, caplog):
     df = read_manifest(work / "manifest.parquet").df.set_index("path")
     assert df.loc["large.png", "status"] == "too_large" and df.loc["small.png", "status"] == "ok"
     assert "re-probing" not in caplog.text
+
+
+def test_summary_counts_samples_when_they_are_not_files():
+    from curate.pipeline import RunResult
+
+    res = RunResult(manifest=None, clean=None, report=None, files_in=3, repaired=0, kept=4,
+                    removed={"busy": 1}, samples=5)
+    assert ("samples (one per motorbike)", 5) in res.summary_rows()
+    assert all(k != "samples (one per motorbike)" for k, _ in RunResult(None, None, None, 3, 0, 3, samples=3).summary_rows())

@@ -301,6 +301,12 @@ def test_too_small_is_upscaled_only_up_to_the_limit(tmp_path):
     assert not list((one.parent / "pack").glob(".*.tmp"))
 
 
+def test_the_progress_bar_reaches_the_end(tmp_path, capsys):
+    mp = build_manifest(tmp_path, 3)
+    preprocess_manifest(mp, progress=True)
+    assert "3/3" in capsys.readouterr().err
+
+
 def test_nothing_selected_is_a_user_error(tmp_path):
     mp = build_manifest(tmp_path, 2, keep=[False, None])
     with pytest.raises(UserError, match="no rows to pack"):

@@ -196,8 +196,10 @@ def test_report_never_lands_among_the_users_files(tmp_path, curate_cli):
     default = path.parent / "report"
     assert curate_cli(["report", "--manifest", str(path)])[0] == 0
     (default / ".hist_busy.png.abc123.png").write_bytes(b"half")
+    (default / "sheet_gone.png").write_bytes(b"a sheet of an earlier report")
     assert curate_cli(["report", "--manifest", str(path), "-o", str(default)])[0] == 0
     assert not (default / ".hist_busy.png.abc123.png").exists()
+    assert not (default / "sheet_gone.png").exists(), "an earlier report's sheet would show stale samples"
 
 
 def test_report_shows_the_verdict_filter_gives_now_and_missing_images(tmp_path):
