@@ -53,12 +53,12 @@ class RunResult:
 
 def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *,
                  progress: bool = True) -> RunResult:
-    from .dedupe import dedupe_manifest
+    from .dedupe import DedupeOptions, dedupe_manifest
     from .detect import DetectOptions, detect_manifest
     from .filter import filter_manifest
     from .repair import repair_manifest
     from .scan import scan_folder
-    from .score import score_manifest
+    from .score import ScoreOptions, score_manifest
 
     from .detector import resolve_weights
 
@@ -93,9 +93,9 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     # score before dedupe: the keeper of each duplicate group is chosen by the sharpness and
     # busyness that score measures, so dedupe does not decode and measure them a second time.
     log.info("score")
-    score_manifest(manifest, progress=progress)
+    score_manifest(manifest, ScoreOptions(workers=opts.workers), progress=progress)
     log.info("dedupe")
-    dedupe_manifest(manifest, progress=progress)
+    dedupe_manifest(manifest, DedupeOptions(workers=opts.workers), progress=progress)
     clean = workdir / CLEAN_NAME
     result = filter_manifest(manifest, clean)
     report = None

@@ -9,9 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from tqdm.auto import tqdm
+
+from manifests.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,7 +101,12 @@ def map_chunks(fn: Callable[[list[T]], list[R]], items: Sequence[T], *, workers:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
                         n = pending.pop(fut)
-                        out = fut.result()
+                        try:
+                            out = fut.result()
+                        except BrokenProcessPool as exc:
+                            raise UserError(f"{desc or 'a stage'}: a worker process died (killed, or out of "
+                                            "memory: try fewer --workers); run the command again, finished "
+                                            "work is kept") from exc
                         bar.update(n)
                         yield out
                         nxt = next(todo, None)

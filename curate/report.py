@@ -133,7 +133,9 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
     flag = f"-o {out_dir}"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{flag}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report_folder(out_dir):
+    leftovers = (".index.html.", ".sheet_", ".hist_")   # temp files of an interrupted report
+    if out_dir.is_dir() and not is_report_folder(out_dir) and any(
+            not p.name.startswith(leftovers) for p in out_dir.iterdir()):
         raise UserError(f"{flag}: the folder holds other files and no earlier report; choose a new or empty folder")
     if m.root and is_within(out_dir, m.root) and os.path.realpath(out_dir) != os.path.realpath(m.folder / "report"):
         raise UserError(f"{flag}: inside the scanned folder {m.root}, whose next scan would take the "

@@ -217,6 +217,8 @@ def write_manifest(
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta).encode()})
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):   # left by a write that was killed
+        stale.unlink(missing_ok=True)
     try:
         with atomic_path(path, fsync=True) as tmp:
             pq.write_table(table, str(tmp))

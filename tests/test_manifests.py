@@ -118,6 +118,13 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["m.parquet"], "no temporary files"
 
 
+def test_a_write_removes_the_temp_file_a_killed_write_left(tmp_path):
+    p = tmp_path / "m.parquet"
+    (tmp_path / ".m.parquet.k1ll3d.tmp").write_bytes(b"half a parquet file")
+    write_manifest(_df(), p, stage="scan", root="/r")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.parquet"]
+
+
 def test_unknown_columns_are_kept(tmp_path):
     p = tmp_path / "m.parquet"
     df = _df()

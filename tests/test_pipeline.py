@@ -101,6 +101,8 @@ def test_run_keeps_the_max_pixels_of_an_earlier_scan(tmp_path, caplog):
     df = read_manifest(work / "manifest.parquet").df.set_index("path")
     assert df.loc["large.png", "status"] == "too_large" and df.loc["small.png", "status"] == "ok"
     assert "re-probing" not in caplog.text
+    m = read_manifest(work / "manifest.parquet")
+    assert m.stage_params("score")["workers"] == 1 and m.stage_params("dedupe")["workers"] == 1   # --workers reaches them
 
 
 def test_summary_counts_samples_when_they_are_not_files():
@@ -110,3 +112,14 @@ def test_summary_counts_samples_when_they_are_not_files():
                     removed={"busy": 1}, samples=5)
     assert ("samples (one per motorbike)", 5) in res.summary_rows()
     assert all(k != "samples (one per motorbike)" for k, _ in RunResult(None, None, None, 3, 0, 3, samples=3).summary_rows())
+
+
+def _die(chunk):
+    os._exit(1)                      # a worker killed (the OOM killer, say)
+
+
+def test_a_worker_that_dies_is_one_line(tmp_path):
+    from curate.pool import map_chunks
+
+    with pytest.raises(UserError, match="a worker process died"):
+        list(map_chunks(_die, list(range(40)), workers=2, chunk_size=4, progress=False, desc="score"))

@@ -200,6 +200,11 @@ def test_report_never_lands_among_the_users_files(tmp_path, curate_cli):
     assert curate_cli(["report", "--manifest", str(path), "-o", str(default)])[0] == 0
     assert not (default / ".hist_busy.png.abc123.png").exists()
     assert not (default / "sheet_gone.png").exists(), "an earlier report's sheet would show stale samples"
+    killed = tmp_path / "killed"                   # a report killed while writing its first file
+    killed.mkdir()
+    (killed / ".index.html.x1y2z3.tmp").write_text("<!DOCTYPE html>")
+    assert curate_cli(["report", "--manifest", str(path), "-o", str(killed)])[0] == 0
+    assert sorted(p.name for p in killed.glob(".*")) == []
 
 
 def test_report_shows_the_verdict_filter_gives_now_and_missing_images(tmp_path):
