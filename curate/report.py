@@ -127,15 +127,17 @@ def is_report_folder(folder: Path) -> bool:
         return False
 
 
+_TEMPS = (".index.html.", ".sheet_", ".hist_")   # temp files of the pictures and page a report writes
+
+
 def _prepare_out_dir(out_dir: Path, m) -> None:
     """Refuse a folder where the report would land among the user's files; make it; remove what an
     earlier or interrupted report left there."""
     flag = f"-o {out_dir}"
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{flag}: exists and is not a folder")
-    leftovers = (".index.html.", ".sheet_", ".hist_")   # temp files of an interrupted report
     if out_dir.is_dir() and not is_report_folder(out_dir) and any(
-            not p.name.startswith(leftovers) for p in out_dir.iterdir()):
+            not p.name.startswith(_TEMPS) for p in out_dir.iterdir()):
         raise UserError(f"{flag}: the folder holds other files and no earlier report; choose a new or empty folder")
     if m.root and is_within(out_dir, m.root) and os.path.realpath(out_dir) != os.path.realpath(m.folder / "report"):
         raise UserError(f"{flag}: inside the scanned folder {m.root}, whose next scan would take the "
@@ -144,10 +146,10 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{flag}: cannot create the folder ({exc.strerror or exc})") from exc
-    for old in [*out_dir.glob(".*"), *out_dir.glob("sheet_*.png"), *out_dir.glob("hist_*.png")]:
+    for old in out_dir.iterdir():
         # temp files an interrupted report left, and the pictures of an earlier one (a sheet for a
         # reason that no longer removes anything would stay there, unlinked, showing stale samples)
-        if old.is_file() and old.name.startswith((".index.html.", ".sheet_", ".hist_", "sheet_", "hist_")):
+        if old.is_file() and old.name.startswith((*_TEMPS, "sheet_", "hist_")):
             old.unlink(missing_ok=True)
     if not is_report_folder(out_dir):   # marked as ours before any picture lands in it
         write_text_atomic(out_dir / "index.html", f"<!DOCTYPE html><html><head><title>{REPORT_TITLE}: being "

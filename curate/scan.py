@@ -149,13 +149,6 @@ def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
     return exclude, excluded
 
 
-def _remove_stale_temps(manifest_path: Path) -> None:
-    """Temporary files left by a write that was killed (they never replaced the manifest)."""
-    for tmp in manifest_path.parent.glob(f".{manifest_path.name}.*.tmp"):
-        log.info("removing %s, left by an interrupted write", tmp)
-        tmp.unlink(missing_ok=True)
-
-
 def _changed_verdict_params(previous: Manifest | None, opts: ScanOptions) -> dict:
     """{name: (old, new)} of the verdict options that differ from those the rows were scanned with.
 
@@ -203,7 +196,6 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     workers = resolve_workers(workers)
     previous = _load_previous(manifest_path, root)
     opts = opts.with_previous(previous)
-    _remove_stale_temps(manifest_path)
     exclude, excluded = _exclusions(manifest_path)
 
     try:
