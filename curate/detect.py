@@ -56,6 +56,9 @@ class DetectOptions:
     min_size: int = 32               # per_image=all: extra motorbikes need a box side >= this (px)
     workers: int | None = None       # decoding threads (default: min(4, CPUs))
     checkpoint_every: int = 256      # rewrite the manifest after this many images
+    second_look: float = 0.25        # no motorbike found: pad each side by this share of the longer
+                                     # side and detect again (a bike filling the frame is found
+                                     # zoomed out; docs/agreement.md); 0 turns it off
 
     def validate(self) -> None:
         if not 32 <= self.imgsz <= 8192:
@@ -72,13 +75,18 @@ class DetectOptions:
             raise UserError(f"--min-size {self.min_size}: expected >= 0")
         if self.workers is not None and self.workers < 1:
             raise UserError(f"--workers {self.workers}: expected >= 1")
+        if not 0.0 <= self.second_look <= 2.0:
+            raise UserError(f"--second-look {self.second_look}: expected 0..2 (0 turns it off)")
         if self.checkpoint_every < 1:
             raise UserError(f"checkpoint_every {self.checkpoint_every}: expected >= 1")
 
     def result_params(self) -> dict:
         """The options that change what is recorded (part of the resume key)."""
-        return {"imgsz": self.imgsz, "conf": self.conf, "margin": self.margin,
-                "per_image": self.per_image, "min_size": self.min_size}
+        out = {"imgsz": self.imgsz, "conf": self.conf, "margin": self.margin,
+               "per_image": self.per_image, "min_size": self.min_size}
+        if self.second_look:
+            out["second_look"] = self.second_look
+        return out
 
 
 def detect_key(weights_sha256: str, opts: DetectOptions, imgsz=None) -> str:
@@ -216,9 +224,11 @@ class Detected:
     dets: list | None = None
     status: str | None = None     # None when detected; not_decodable | error otherwise
     error: str | None = None
+    look: str | None = None       # which look gave `dets`: first | padded
 
 
-def stream_detections(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int):
+def stream_detections(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
+                      second_look: float = 0.0):
     """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
 
     Rectangular-input models get batches of images with the same letterboxed
@@ -239,16 +249,19 @@ def stream_detections(det, jobs, *, imgsz: int, conf: float, batch: int, workers
         for group in group_batches(decoded(), key=lambda t: t[3], size=batch, window=2 * batch):
             while failures:
                 yield failures.popleft()
-            yield from _detect_group(det, group, imgsz, conf)
+            yield from _detect_group(det, group, imgsz, conf, second_look)
         while failures:
             yield failures.popleft()
 
 
-def _detect_group(det, group: list, imgsz: int, conf: float):
+def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float = 0.0):
     """One predict call for the group; if it fails, image by image so one bad image is isolated."""
     try:
         all_dets = det.predict([t[2] for t in group], imgsz=imgsz, conf=conf,
                                orig_shapes=[t[1].shape[:2] for t in group])
+        looks = ["first"] * len(group)
+        if second_look:
+            _look_again(det, group, all_dets, looks, imgsz, conf, second_look)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         if len(group) == 1:
             yield Detected(group[0][0], bgr=group[0][1], status="error",
@@ -256,10 +269,63 @@ def _detect_group(det, group: list, imgsz: int, conf: float):
             return
         log.warning("batch of %d failed (%s); retrying image by image", len(group), exc)
         for item in group:
-            yield from _detect_group(det, [item], imgsz, conf)
+            yield from _detect_group(det, [item], imgsz, conf, second_look)
         return
-    for (job, bgr, _, _), dets in zip(group, all_dets):
-        yield Detected(job, bgr=bgr, dets=dets)
+    for (job, bgr, _, _), dets, look in zip(group, all_dets, looks):
+        yield Detected(job, bgr=bgr, dets=dets, look=look)
+
+
+def pad_for_second_look(bgr, share: float):
+    """The image in a grey frame (ultralytics' letterbox grey) of `share` x its longer side per side,
+    and that pad in pixels."""
+    import cv2
+
+    pad = max(1, round(share * max(bgr.shape[:2])))
+    return cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(114, 114, 114)), pad
+
+
+def unpad(dets: list[dict], pad: int, width: int, height: int) -> list[dict]:
+    """Detections on a padded image in the original image's pixels, clipped to it (empty ones dropped)."""
+    out = []
+    for d in dets:
+        x0, x1 = (min(max(d[k] - pad, 0.0), float(width)) for k in ("x0", "x1"))
+        y0, y1 = (min(max(d[k] - pad, 0.0), float(height)) for k in ("y0", "y1"))
+        if x1 > x0 and y1 > y0:
+            out.append({**d, "x0": x0, "y0": y0, "x1": x1, "y1": y1})
+    return out
+
+
+def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf: float, share: float):
+    """Images where the first look found no motorbike, detected again zoomed out (padded).
+
+    A motorbike that fills the frame (a tight catalogue shot, a bike touching the
+    borders) is often missed by a detector trained on objects with some context
+    around them; the same image in a grey frame is found. Where the second look finds
+    a motorbike its detections replace the first look's (same objects, better seen).
+    """
+    labels = det.motorbike_labels
+    missed = [i for i, dets in enumerate(all_dets) if not any(d["label"] in labels for d in dets)]
+    if not missed or not labels:  # a model with no motorbike class cannot find one zoomed out
+        return
+    padded, pads = [], []
+    for i in missed:
+        img, pad = pad_for_second_look(group[i][1], share)
+        inp, _ = det.prepare(img, imgsz)
+        padded.append((inp, img.shape[:2]))
+        pads.append(pad)
+    # rectangular-input models need equal input shapes in one call: one call per shape
+    by_shape: dict = {}
+    for k, (inp, _) in enumerate(padded):
+        by_shape.setdefault(tuple(inp.shape), []).append(k)
+    for ks in by_shape.values():
+        res = det.predict([padded[k][0] for k in ks], imgsz=imgsz, conf=conf,
+                          orig_shapes=[padded[k][1] for k in ks])
+        for k, dets in zip(ks, res):
+            i = missed[k]
+            h, w = group[i][1].shape[:2]
+            dets = unpad(dets, pads[k], w, h)
+            if any(d["label"] in labels for d in dets):
+                all_dets[i], looks[i] = dets, "padded"
 
 
 class _Run:
@@ -277,16 +343,18 @@ class _Run:
     # ---- recording
     def record_failure(self, job: _Job, status: str, error: str) -> None:
         self.results[job.sample_id] = {**self.common, **EMPTY_CROP, "detect_status": status,
+                                       "detect_look": None,
                                        "detect_key": row_key(self.key, job.decoded_from),
                                        "detect_error": error, "detections": None, "n_motorbikes": None}
         self.extras[job.sample_id] = []
 
-    def record(self, job: _Job, bgr, dets: list[dict], base_row) -> None:
+    def record(self, job: _Job, bgr, dets: list[dict], base_row, look: str | None = "first") -> None:
         from manifests.ids import sample_id
 
         height, width = bgr.shape[:2]
         bikes = rank_motorbikes(dets, self.det.motorbike_labels)
         image_cols = {**self.common, "detections": dets, "n_motorbikes": len(bikes),
+                      "detect_look": look,
                       "detect_error": None, "detect_key": row_key(self.key, job.decoded_from)}
         if not bikes:
             self.results[job.sample_id] = {**image_cols, **EMPTY_CROP, "detect_status": "no_motorbike"}
@@ -454,9 +522,9 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
     bar = tqdm(total=len(todo), desc="detect", unit="img", disable=not progress)
     try:
         for d in stream_detections(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
-                                   workers=workers):
+                                   workers=workers, second_look=opts.second_look):
             if d.status is None:
-                run.record(d.job, d.bgr, d.dets, rows.iloc[d.job.pos])
+                run.record(d.job, d.bgr, d.dets, rows.iloc[d.job.pos], d.look)
             else:
                 run.record_failure(d.job, d.status, d.error)
             _tick(run, bar, 1, params)

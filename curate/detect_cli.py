@@ -38,10 +38,13 @@ Examples:
               show_default=True, help="primary: one crop per photo; all: one sample per motorbike.")
 @click.option("--min-size", "min_size", type=click.IntRange(0, None), default=D.min_size, show_default=True,
               help="With --per-image all: smallest box side (px) for an extra motorbike.")
+@click.option("--second-look", "second_look", type=click.FloatRange(0, 2), default=D.second_look,
+              show_default=True, help="Where no motorbike is found, detect again with the photo in a grey "
+                                      "frame of this share of its longer side per side (0: off).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decoding threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margin, per_image, min_size,
-           workers, no_progress):
+           second_look, workers, no_progress):
     """Find the motorbikes in every photo (YOLO), record them and crop the primary one.
 
     Give either a FOLDER of photos or --manifest of an earlier stage. A FOLDER is scanned
@@ -57,7 +60,8 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
     if (folder is None) == (manifest is None):
         raise click.UsageError("give exactly one of FOLDER or --manifest")
     opts = DetectOptions(weights=weights, device=device, imgsz=imgsz, conf=conf, batch=batch,
-                         margin=margin, per_image=per_image, min_size=min_size, workers=workers)
+                         margin=margin, per_image=per_image, min_size=min_size, workers=workers,
+                         second_look=second_look)
     opts.validate()
     progress = not no_progress
     if folder is not None:
