@@ -11,6 +11,7 @@ COMMANDS = {
     "score": "curate.score_cli:score",
     "review": "curate.review_cli:review",
     "filter": "curate.filter_cli:filter_cmd",
+    "calibrate": "curate.calibrate_cli:calibrate",
     "report": "curate.report_cli:report",
     "run": "curate.run_cli:run",
 }

@@ -1,0 +1,107 @@
+"""How far `curate run`'s verdicts agree with a person's labels on the real photos.
+
+    .venv/bin/python benchmarks/agreement.py [--data ../shared/data] [--set web --set motorbikes]
+        [--detector ../shared/assets/yolov8n_int8.tflite] [--work DIR] [--disagreements N]
+
+For each set (a folder of `--data`: `web` = web/bikes + web/cars, `motorbikes` = Caltech + CCTV)
+the whole pipeline runs with default options and the given detector into a fresh work folder
+(or `--work DIR/<set>`, resumed), then its verdicts are compared with the labels in
+`benchmarks/labels/shared_data.csv` (made by looking, docs/labelling.md): keep recall, reject
+recall, each rule's precision and recall, and a confusion table, for the set and each subfolder.
+`--manifest M --set NAME` compares an existing filtered manifest of that set instead of running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from curate.agreement import compare, format_agreement, read_labels  # noqa: E402
+from manifests import read_manifest  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DETECTOR = REPO.parent / "shared" / "assets" / "yolov8n_int8.tflite"
+DEFAULT_LABELS = REPO / "benchmarks" / "labels" / "shared_data.csv"
+SETS = ("web", "motorbikes")
+
+
+def set_labels(labels, name: str):
+    """The labels of set `name`, indexed by path relative to the set's folder."""
+    pre = name + "/"
+    sub = labels[labels["path"].str.startswith(pre)]
+    return sub.set_index(sub["path"].str[len(pre):])["label"]
+
+
+def run_set(folder: Path, work: Path, detector: str) -> tuple[Path, float]:
+    from curate.pipeline import RunOptions, run_pipeline
+
+    t0 = time.perf_counter()
+    res = run_pipeline(folder, work, RunOptions(weights=detector, report=False), progress=False)
+    return res.manifest, time.perf_counter() - t0
+
+
+def evaluate(manifest: Path, labels, name: str, disagreements: int = 0) -> dict:
+    df = read_manifest(manifest).df
+    out = {}
+    parts = [(name, labels)]
+    subfolders = sorted({p.split("/", 1)[0] for p in labels.index if "/" in p})
+    if len(subfolders) > 1:
+        parts += [(f"{name}/{s}", labels[labels.index.str.startswith(s + "/")]) for s in subfolders]
+    for title, lab in parts:
+        ag = compare(df, lab)
+        print(format_agreement(ag, f"== {title} =="))
+        if disagreements and title == name and len(ag.disagreements):
+            print(f"\nfirst {disagreements} disagreements (person label, tool verdict):")
+            for r in ag.disagreements.head(disagreements).itertuples():
+                print(f"  {r.label:<16} {r.tool:<18} {r.path}")
+        print()
+        out[title] = ag.as_dict()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
+    ap.add_argument("--detector", default=str(DEFAULT_DETECTOR))
+    ap.add_argument("--set", dest="sets", action="append", choices=SETS,
+                    help="which set(s) to run (default: all)")
+    ap.add_argument("--work", type=Path, help="keep the work folders here (resumed on a rerun)")
+    ap.add_argument("--manifest", type=Path, help="compare this filtered manifest (with one --set)")
+    ap.add_argument("--disagreements", type=int, default=0, help="list this many disagreeing photos")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not a.data.is_dir():
+        print(f"--data {a.data}: not a folder (the shared photos are not on this machine)", file=sys.stderr)
+        return 2
+    labels = read_labels(a.labels)
+    sets = a.sets or list(SETS)
+    if a.manifest and len(sets) != 1:
+        print("--manifest needs exactly one --set", file=sys.stderr)
+        return 2
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="agreement-") as tmp:
+        for name in sets:
+            lab = set_labels(labels, name)
+            if a.manifest:
+                manifest = a.manifest
+            else:
+                work = (a.work or Path(tmp)) / name
+                manifest, secs = run_set(a.data / name, work, a.detector)
+                print(f"curate run {a.data / name} ({len(lab)} labelled photos): {secs:.0f} s")
+            figures.update(evaluate(manifest, lab, name, a.disagreements))
+    if a.json:
+        a.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
