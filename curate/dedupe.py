@@ -266,7 +266,8 @@ def near_pairs(h: list[str | None], hm: list[str | None], fine: list[str | None]
 
 
 def _quality(row: dict) -> tuple:
-    """Higher is better: no other reject rule fires, bike not cut off, larger crop, sharper, less busy."""
+    """Higher is better: no other reject rule fires, bike not cut off (the `cut_off` check's flag),
+    larger crop, sharper, less busy."""
     cut = row.get("cut_off")
     not_cut = 0 if (cut is True or (cut is not None and cut is not pd.NA and bool(cut))) else 1
     busy = row.get("busy")
@@ -472,7 +473,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         "area": res["q_area"].to_numpy(), "size": res["q_size"].to_numpy(),
         "sharp": _prefer(df, "blur_raw", res["q_sharp"]),
         "busy": _prefer(df, "busy_raw", res["q_busy"]),
-        "cut_off": df["cut_off"].to_numpy() if "cut_off" in df.columns else [None] * len(df),
+        "cut_off": df["cut_off_flag"].to_numpy() if "cut_off_flag" in df.columns else [None] * len(df),
         "rejected_as": rejected_otherwise(df),
         "sha256": df["sha256"].astype("string").to_numpy() if "sha256" in df.columns else [None] * len(df),
         "primary_box": df["primary_box"].tolist() if "primary_box" in df.columns else [None] * len(df),

@@ -3,7 +3,8 @@
 Rules live in a registry. Each one looks at columns an earlier stage wrote and says which rows it
 rejects; a rule whose columns are absent (a manifest straight from `scan` has no detections) is
 simply not applicable. Every `<check>_flag` column written by `curate score` becomes a rule named
-after the check, so a new check needs no change here.
+and titled after its check in `curate.checks.CHECKS` (the one place a check is defined), so a new
+check needs no change here.
 
 The verdict, per row:
 
@@ -99,24 +100,18 @@ register(Rule("not_measured", "pixels could not be read by score or dedupe", ("s
 register(Rule("no_motorbike", "no motorbike", ("detect_status",),
               lambda df: _str_in(df, "detect_status", ["no_motorbike"])))
 register(Rule("duplicate", "duplicates", ("is_duplicate",), lambda df: _bool(df, "is_duplicate")))
-register(Rule("cut_off", "motorbike cut off", ("cut_off",), lambda df: _bool(df, "cut_off")))
 
-# Wording for the score checks we know; any other `<check>_flag` is titled by its name.
-FLAG_TITLES = {
-    "busy": "busy background",
-    "blur": "blurry",
-    "dark": "too dark",
-    "bright": "too bright",
-    "small": "too small",
-    "aspect": "odd aspect ratio",
-    "grey": "greyscale",
-    "crowded": "crowded (other objects overlap the bike)",
-}
+
+def flag_title(check: str) -> str:
+    """The title of a score check, from the check registry (any unknown one by its name)."""
+    from .checks import CHECKS
+
+    return CHECKS[check].title if check in CHECKS else check.replace("_", " ")
 
 
 def flag_rule(check: str) -> Rule:
     col = f"{check}_flag"
-    return Rule(check, FLAG_TITLES.get(check, check.replace("_", " ")), (col,),
+    return Rule(check, flag_title(check), (col,),
                 lambda df, col=col: _bool(df, col), flag=True)
 
 
@@ -165,7 +160,9 @@ def rule_masks(df: pd.DataFrame, rules: list[Rule]) -> dict[str, np.ndarray]:
 def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
     """The verdict for every row of a manifest table (no I/O)."""
     rules = applicable_rules(df.columns)
-    known = {r.name for r in rules} | set(RULES) | set(FLAG_TITLES)
+    from .checks import CHECKS
+
+    known = {r.name for r in rules} | set(RULES) | set(CHECKS)
     if REVIEWER in opts.disabled:
         raise UserError(f"--no-rule {REVIEWER}: the reviewer's tags are not a rule; use --ignore-review")
     unknown = [n for n in opts.disabled if n not in known]

@@ -3,13 +3,14 @@ from pathlib import Path
 
 import click
 
-from .filter import FLAG_TITLES, RULES, FilterOptions
+from .checks import CHECKS
+from .filter import RULES, FilterOptions
 
 D = FilterOptions()
 
 
 def _rules_help() -> str:
-    names = [*RULES, *FLAG_TITLES]
+    names = [*RULES, *CHECKS]
     return ", ".join(names) + " (score checks: one rule per <check>_flag column)"
 
 

@@ -21,8 +21,7 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
-from .dedupe import (JobImageError, PartialLog, _list, load_job_rgb, row_job, run_jobs,
-                     stale_jobs)
+from .dedupe import JobImageError, PartialLog, load_job_rgb, row_job, run_jobs, stale_jobs
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +60,6 @@ def validate_thresholds(th: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _others(row, crop_box) -> int | None:
-    """Detections other than this row's bike that overlap its crop by >= 25% of their own area."""
-    dets = _list(row.get("detections"))
-    primary = _list(row.get("primary_box"))
-    if dets is None:
-        return 0 if present(row.get("detect_status")) and crop_box else None
-    if not crop_box:
-        return None
-    n = 0
-    for d in dets:
-        b = [float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"])]
-        if primary and all(abs(b[k] - float(primary[k])) < 0.5 for k in range(4)):
-            continue
-        area = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-        iw = min(b[2], crop_box[2]) - max(b[0], crop_box[0])
-        ih = min(b[3], crop_box[3]) - max(b[1], crop_box[1])
-        if area > 0 and iw > 0 and ih > 0 and iw * ih >= 0.25 * area:
-            n += 1
-    return n
-
-
 def score_row(job: dict, size: int) -> dict:
     out = {"sample_id": job["sample_id"], "score_source": job["sample"]}
     try:
@@ -89,8 +67,9 @@ def score_row(job: dict, size: int) -> dict:
     except JobImageError as exc:
         out["score_error"] = str(exc)
         return out
+    touch = job.get("touch")
     raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"],
-                                n_others=job.get("others"), side=size)
+                                touch=None if touch is None else tuple(touch), side=size)
     out.update({f"{k}_raw": v for k, v in raw.items() if k in checks.CHECKS})
     out["subject_frac"] = raw["subject_frac"]
     return out
@@ -101,7 +80,7 @@ def score_chunk(jobs: list[dict], size: int) -> list[dict]:
 
 
 def _key(opts: ScoreOptions) -> str:
-    return hashlib.sha256(f"v1:{opts.size}:{','.join(checks.CHECKS)}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"v2:{opts.size}:{','.join(checks.CHECKS)}".encode()).hexdigest()[:12]
 
 
 def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
@@ -137,13 +116,15 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     jobs = []
     for r in df.to_dict("records"):
         j = row_job(folder, m.root, r)
-        j["others"] = _others(r, _list(r.get("crop_box")))
+        j["touch"] = checks.row_touch(r)
+        j["row_raw"] = checks.row_raw(r)
         jobs.append(j)
     plog = PartialLog(manifest_path, STAGE, _key(opts))
     if opts.force:
         plog.remove()
     done = {} if opts.force else plog.load()
-    if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns:
+    same_checks = sorted(prev.get("checks") or {}) == sorted(checks.CHECKS)   # a new check measures all
+    if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns and same_checks:
         for r in df.to_dict("records"):
             sid = str(r["sample_id"])
             # rows that failed are measured again (their crop may have been rebuilt since)
@@ -153,7 +134,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
                               *(f"{n}_raw" for n in checks.CHECKS))}
                 done[sid]["sample_id"] = sid
     todo = stale_jobs(jobs, done, folder, "score_source")
-    # `crowded` depends on the detections, not the pixels: always from the current row
+    # checks measured from the detections (`from_row`) are taken from the current row on every run
     log.info("score: %d row(s) to measure, %d reused", len(todo), len(jobs) - len(todo))
     workers = resolve_workers(opts.workers)
     run_jobs(partial(score_chunk, size=opts.size), todo, done, plog, folder, "score_source",
@@ -163,7 +144,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         r = dict(done.get(j["sample_id"], {}))
         r["sample_id"] = j["sample_id"]
         if r.get("score_error") is None and r.get("blur_raw") is not None:
-            r["crowded_raw"] = j["others"]
+            r.update({f"{n}_raw": v for n, v in j["row_raw"].items()})
         recs.append(r)
     raws = pd.DataFrame(recs, columns=["sample_id", "score_source", "score_error", "subject_frac",
                                        *(f"{n}_raw" for n in checks.CHECKS)])

@@ -209,7 +209,7 @@ def test_keeper_prefers_not_cut_off_then_larger_crop(tmp_path):
         im.crop(box).save(crops / f"{name}.crop.png")
         extra[name] = {"crop_path": f"cache/crops/{name}.crop.png", "crop_box": box,
                        "primary_box": [float(v + 10) for v in box[:2]] + [float(v - 10) for v in box[2:]],
-                       "cut_off": cut, "detect_status": "ok"}
+                       "cut_off_flag": cut, "detect_status": "ok"}
     mp = make_manifest(tmp_path, root, ["a.png", "b.png"], extra=extra)
     dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)
     rows = by_path(read_manifest(mp))
@@ -218,7 +218,7 @@ def test_keeper_prefers_not_cut_off_then_larger_crop(tmp_path):
     assert rows["a.png"]["hash_source"] == "cache/crops/a.png.crop.png"
     # without the cut-off flags the larger crop wins
     m = read_manifest(mp)
-    m.df["cut_off"] = m.df["cut_off"].astype("boolean") & False
+    m.df["cut_off_flag"] = m.df["cut_off_flag"].astype("boolean") & False
     write_manifest(m, mp, stage="detect", params={})
     dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)
     rows = by_path(read_manifest(mp))

@@ -50,7 +50,7 @@ def staged(tmp_path):
         n_motorbikes=pd.array([1, None, 1, 0, 1, 1, 1, 1], dtype="Int32"),
         is_duplicate=pd.array(DUP, dtype="boolean"),
         dup_group=pd.array([None, None, None, None, 3, None, None, None], dtype="Int64"),
-        cut_off=pd.array(CUT, dtype="boolean"),
+        cut_off_flag=pd.array(CUT, dtype="boolean"),
         blur_flag=pd.array(BLUR, dtype="boolean"),
         blur_score=np.linspace(0, 1, 8).astype("float32"),
         busy_flag=pd.array(BUSY, dtype="boolean"),

@@ -50,8 +50,8 @@ def test_busy_outside_box_separates_plain_from_cluttered():
     plain = raw_of(bike("plain"), box)["busy"]
     busy = raw_of(bike("street"), box)["busy"]
     assert plain < 0.05
-    assert checks.CHECKS["busy"].score(plain) < checks.CHECKS["busy"].threshold
-    assert checks.CHECKS["busy"].score(busy) > checks.CHECKS["busy"].threshold
+    assert busy > 0.5       # the measure separates; its default threshold flags only the extreme
+    assert checks.CHECKS["busy"].score(plain) < checks.CHECKS["busy"].score(busy)
     # the bike itself does not count: a cluttered *subject* on a plain background stays calm
     img = bike("plain")
     ImageDraw.Draw(img).rectangle(box, fill=(0, 0, 0))
@@ -59,8 +59,7 @@ def test_busy_outside_box_separates_plain_from_cluttered():
         ImageDraw.Draw(img).line([60 + 18 * k, 40, 60 + 18 * k, 160], fill=(255, 255, 255), width=3)
     assert raw_of(img, box)["busy"] < 0.05
     # without a box: the border band of the image
-    thr = checks.CHECKS["busy"].threshold
-    assert raw_of(bike("street"))["busy"] > thr > 0.05 > raw_of(bike("plain"))["busy"]
+    assert raw_of(bike("street"))["busy"] > 0.5 > 0.05 > raw_of(bike("plain"))["busy"]
 
 
 def test_blur_dark_bright_grey_aspect_small_crowded():
@@ -88,8 +87,8 @@ def test_blur_dark_bright_grey_aspect_small_crowded():
     assert checks.score_all(raw_of(sharp, (10, 10, 50, 40), box_orig_side=40))["small_flag"] is True
     assert checks.score_all(raw_of(sharp, (10, 10, 250, 170), box_orig_side=400))["small_flag"] is False
     assert checks.score_all(raw_of(sharp))["small_flag"] is None     # no box: not measurable
-    assert checks.score_all(raw_of(sharp, n_others=3))["crowded_flag"] is True
-    assert checks.score_all(raw_of(sharp, n_others=0))["crowded_flag"] is False
+    assert checks.score_all(raw_of(sharp, n_others=4))["crowded_flag"] is True
+    assert checks.score_all(raw_of(sharp, n_others=1))["crowded_flag"] is False   # a rider, a passer-by
     for name, c in checks.CHECKS.items():
         for v in (0.0, 1e-6, 0.5, 3.0, 1e4):
             sc = c.score(v)
@@ -130,7 +129,7 @@ def test_score_manifest_columns_params_and_crops(scored_folder):
     m = read_manifest(mp)
     rows = by_path(m)
     p, s = rows["plain.png"], rows["street.png"]
-    assert p["busy_flag"] is False and s["busy_flag"] is True
+    assert p["busy_raw"] < 0.05 < 0.5 < s["busy_raw"]
     assert s["crowded_raw"] == 2.0 and p["crowded_raw"] == 0.0    # the far person is outside the crop
     assert abs(p["subject_frac"] - (200 * 140) / (240 * 168)) < 0.03
     assert p["score_source"] == "cache/crops/plain.png"
@@ -192,16 +191,18 @@ def test_thresholds_set_by_the_user_are_remembered(scored_folder, curate_cli):
     """A `--rethreshold` must survive the next plain `curate score` (which `curate run` does)."""
     root, mp = scored_folder
     score_manifest(mp, ScoreOptions(workers=1), progress=False)
-    reflag(mp, {"busy": 1.0})
+    assert by_path(read_manifest(mp))["street.png"]["busy_flag"] is False   # the default flags the extreme
+    reflag(mp, {"busy": 0.5})
     score_manifest(mp, ScoreOptions(workers=1), progress=False)
     m = read_manifest(mp)
-    assert m.stage_params("score")["thresholds"]["busy"] == 1.0 and by_path(m)["street.png"]["busy_flag"] is False
+    assert m.stage_params("score")["thresholds"]["busy"] == 0.5 and by_path(m)["street.png"]["busy_flag"] is True
     code, out, _ = curate_cli(["score", "--manifest", str(mp), "--workers", "1", "--no-progress"])
-    assert code == 0 and "threshold 1.00  flagged 0  (set by you" in out
+    busy_line = next(line for line in out.splitlines() if line.strip().startswith("busy "))
+    assert code == 0 and "threshold 0.50" in busy_line and "(set by you" in busy_line
     code, out, _ = curate_cli(["score", "--manifest", str(mp), "--default-thresholds", "--no-progress"])
     m = read_manifest(mp)
     assert m.stage_params("score")["thresholds"]["busy"] == checks.CHECKS["busy"].threshold
-    assert by_path(m)["street.png"]["busy_flag"] is True and "set by you" not in out
+    assert by_path(m)["street.png"]["busy_flag"] is False and "set by you" not in out
 
 
 def test_rescoring_a_reread_manifest_changes_no_score(scored_folder):
