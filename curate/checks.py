@@ -101,7 +101,8 @@ register(Check(
 register(Check(
     "aspect", "odd aspect ratio", "width / height of the final crop (scored on |log ratio|)",
     lambda raw, lo, hi: _ramp(abs(math.log(max(raw, 1e-9))), math.log(lo), math.log(hi)),
-    {"lo": 1.25, "hi": 4.0}))                           # flag beyond ~2.24:1 either way
+    {"lo": 1.25, "hi": 4.0}, threshold=0.6))            # flag beyond ~2.5:1 either way (a long
+                                                        # side view with its margin is 2.4:1)
 register(Check(
     "grey", "greyscale", "99th percentile of the chroma (max-min of R,G,B, 0..1) of the crop: 0 for greyscale "
     "content even when stored as RGB; colour photos have at least a few coloured pixels",

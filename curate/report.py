@@ -1,6 +1,8 @@
 """`curate report`: one HTML page to decide whether to trust the filter.
 
-The page (`index.html`) shows a counts table, a contact sheet of the kept samples and one per reject
+The page (`index.html`) shows a counts table with a strip of examples per reason, the agreement
+of the verdict with the reviewer's tags (and with a person's labels, `--labels`) where there are
+any, a contact sheet of the kept samples and one per reject
 reason (a capped, seeded sample of each), and a histogram per score check, split into samples the
 check flags, kept samples and samples rejected for another reason. Everything it links lies beside
 it in the output folder, so the folder can be copied or zipped as it is.
@@ -45,6 +47,8 @@ class ReportOptions:
     tile: int = 128          # thumbnail size, pixels
     cols: int = 8
     seed: int = 0            # which samples a capped sheet shows
+    strip: int = 8           # examples per reason in the front page's strip
+    labels: Path | None = None   # a person's labels (path,label CSV, paths under the scanned folder)
 
 
 def _slug(name: str) -> str:
@@ -100,7 +104,8 @@ def _caption(row, reason: str | None) -> str:
 
 def _table(headers: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else html.escape(str(c))}</td>" for c in r)
+                   + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -112,10 +117,59 @@ td:nth-child(n+3) { text-align: right; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .note { color: #a60; }
 .hists img { width: 480px; margin: 0 1em 1em 0; }
+img.strip { height: 48px; width: auto; max-width: none; border: 0; }
 """
 
 
 REPORT_TITLE = "motocurate report"        # in every page's <title>: how a folder is known to be a report
+
+
+class _Raw(str):
+    """Table cell HTML that is not escaped (made here from escaped parts)."""
+
+
+def _agreement_sections(m, keep: np.ndarray, reason: list, labels_path: Path | None) -> list[str]:
+    """Agreement of the verdict with the reviewer's tags and with a person's labels, where there are."""
+    from .agreement import compare, read_labels
+
+    df = m.df.assign(keep=pd.array(keep, dtype="boolean"), reject_reason=pd.array(reason, dtype="string"))
+    out = []
+    sources = []
+    if "review_decision" in df.columns:
+        dec = df["review_decision"].astype("string")
+        tagged = df[(df["crop_index"] == 0) & dec.notna()]
+        if len(tagged):
+            # the reviewer's own tags decide the verdict of what they tagged: compare without them
+            auto = decide(m.df, FilterOptions(use_review=False))
+            df_auto = df.assign(keep=pd.array(auto.keep, dtype="boolean"),
+                                reject_reason=pd.array(auto.reason, dtype="string"))
+            sources.append(("your review tags (automatic verdict, before the tags)", df_auto,
+                            pd.Series(tagged["review_decision"].astype(str).to_numpy(),
+                                      index=tagged["path"].astype(str).to_numpy())))
+    if labels_path is not None:
+        lab = read_labels(labels_path)
+        sources.append((f"labels in {Path(labels_path).name}", df,
+                        pd.Series(lab["label"].to_numpy(), index=lab["path"].to_numpy())))
+    for title, frame, series in sources:
+        try:
+            ag = compare(frame, series)
+        except UserError as exc:
+            out.append(f'<p class="note">Agreement with {html.escape(title)}: {html.escape(str(exc))}</p>')
+            continue
+        rows = [["keep recall", f"{ag.tool_keeps_of_those} of {ag.person_keeps}", _pct(ag.keep_recall)],
+                ["reject recall", f"{ag.tool_rejects_of_those} of {ag.person_rejects}", _pct(ag.reject_recall)]]
+        rows += [[f"rule {r.rule}: precision", f"{r.person_rejects} of {r.fired}", _pct(r.precision)]
+                 for r in ag.rules if r.fired]
+        out.append(f'<h2 id="agreement">Agreement with {html.escape(title)}</h2>')
+        out.append(f"<p>{ag.n} samples compared. Keep recall: the share of the samples kept by the person "
+                   "that the tool keeps; reject recall: the share of their rejects that it rejects; a "
+                   "rule's precision: the share of its rejects that the person rejects too.</p>")
+        out.append(_table(["", "samples", "share"], rows))
+    return out
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def is_report_folder(folder: Path) -> bool:
@@ -200,6 +254,16 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
             contact_sheet(items, out_dir / fname, sheet_opts)
         sections.append((r, title, len(idx), len(shown), fname if items else None))
 
+    strip_opts = SheetOptions(tile=96, cols=opts.strip, caption_h=0)
+    strips = {}
+    for r, idx in groups.items():
+        shown = _pick(idx, opts.strip, opts.seed + 1)
+        fname = f"strip_{_slug(r)}.png"
+        contact_sheet([(sample_image_path(m.folder, root, records[i]), "") for i in shown], out_dir / fname,
+                      strip_opts)
+        strips[r] = fname
+    agreement = _agreement_sections(m, keep, reason, opts.labels)
+
     hists = []
     for check in flag_checks(df.columns):
         col = f"{check}_score"
@@ -213,9 +277,12 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
         score_histogram(parts, out_dir / fname, title=f"{names.get(check, check)} ({col})", xlabel=col)
         hists.append((check, fname))
 
-    rows = [["all samples", "", n, "100.0%"]]
+    rows = [["all samples", "", n, "100.0%", ""]]
     for r, title, count, _, _ in sections:
-        rows.append([r if r != KEPT else KEPT, title if r != KEPT else "", count, f"{100 * count / max(n, 1):.1f}%"])
+        strip = (f'<a href="#{_slug(r)}"><img class="strip" src="{html.escape(strips[r])}" '
+                 f'alt="examples: {html.escape(title)}"></a>') if r in strips else ""
+        rows.append([r if r != KEPT else KEPT, title if r != KEPT else "", count,
+                     f"{100 * count / max(n, 1):.1f}%", _Raw(strip)])
     status_rows = [[s, "", c, f"{100 * c / max(n, 1):.1f}%"]
                    for s, c in df["status"].astype("string").value_counts(dropna=False).items()]
 
@@ -242,7 +309,8 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
                      f"<code>{html.escape(str(missing[0]))}</code>): their tiles say \"file missing\"; "
                      "<code>curate run</code> rebuilds the cache.</p>")
     parts.append('<h2 id="counts">Counts</h2>')
-    parts.append(_table(["reason", "what", "samples", "share"], rows))
+    parts.append(_table(["reason", "what", "samples", "share", "examples"], rows))
+    parts += agreement
     parts.append('<h2 id="status">Scan status</h2>')
     parts.append(_table(["status", "", "files", "share"], status_rows))
     if hists:

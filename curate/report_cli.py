@@ -19,7 +19,9 @@ D = ReportOptions()
               help="Thumbnail size in pixels.")
 @click.option("--seed", type=int, default=D.seed, show_default=True,
               help="Which samples a capped contact sheet shows.")
-def report(manifest_path, out_dir, per_sheet, tile, seed):
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A person's labels (CSV path,label[,note]; paths under the scanned folder): agreement shown.")
+def report(manifest_path, out_dir, per_sheet, tile, seed, labels):
     """Write an HTML report (index.html and its PNGs, in one folder): counts, contact sheets of kept and rejected samples, score histograms.
 
     \b
@@ -30,5 +32,6 @@ def report(manifest_path, out_dir, per_sheet, tile, seed):
     from .report import write_report
 
     out_dir = out_dir if out_dir is not None else Path(manifest_path).parent / "report"
-    index = write_report(manifest_path, out_dir, ReportOptions(per_sheet=per_sheet, tile=tile, seed=seed))
+    index = write_report(manifest_path, out_dir, ReportOptions(per_sheet=per_sheet, tile=tile, seed=seed,
+                                                                      labels=labels))
     click.echo(f"report: {index}")

@@ -13,7 +13,7 @@ from curate import cli
 from curate.contact_sheet import SheetOptions, contact_sheet
 from curate.filter import filter_manifest
 from curate.report import ReportOptions, write_report
-from manifests import file_sha256, sample_id, write_manifest
+from manifests import file_sha256, read_manifest, sample_id, write_manifest
 
 
 class Page(HTMLParser):
@@ -107,8 +107,12 @@ def make_manifest(tmp_path: Path, caltech: Path | None, n_gen: int = 6) -> Path:
 
 def check_links(index: Path, page: Page) -> None:
     assert page.images, "the page shows no images"
+    text = index.read_text()
     for src in [*page.images, *page.links]:
         assert not re.match(r"^[a-z]+://", src), f"not self-contained: {src}"
+        if src.startswith("#"):          # a link within the page: its target must be on it
+            assert f'id="{src[1:]}"' in text, f"{src} is linked but not on the page"
+            continue
         target = index.parent / src
         assert target.is_file(), f"{src} is linked but missing"
         if src.endswith(".png"):
@@ -209,7 +213,6 @@ def test_report_never_lands_among_the_users_files(tmp_path, curate_cli):
 
 def test_report_shows_the_verdict_filter_gives_now_and_missing_images(tmp_path):
     from curate.score import reflag
-    from manifests import read_manifest
 
     path = make_manifest(tmp_path, None, n_gen=8)
     m = read_manifest(path)
@@ -225,3 +228,33 @@ def test_report_shows_the_verdict_filter_gives_now_and_missing_images(tmp_path):
     table = counts_table(parse(index))
     assert table["kept"] == 0 and f"{res.kept} sample(s) have another verdict" in text
     assert "1 sample image(s) are missing" in text and "gen_0.png" in text
+
+
+def test_front_page_strips_and_agreement_with_tags_and_labels(tmp_path):
+    """Per reason a strip of examples; agreement with the reviewer's tags and a person's labels."""
+    path = make_manifest(tmp_path, None, n_gen=8)
+    m = read_manifest(path)
+    df = m.df
+    paths = df["path"].astype(str).tolist()
+    # the reviewer tags two samples; the person labels every sample keep except the first
+    df["review_decision"] = pd.array(["reject", "keep"] + [None] * (len(df) - 2), dtype="string")
+    write_manifest(m, path, stage="review")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{p},{'no_motorbike' if i == 0 else 'keep'}\n"
+                                               for i, p in enumerate(paths)))
+    index = write_report(path, tmp_path / "r", ReportOptions(per_sheet=3, tile=64, cols=3, labels=labels))
+    page = parse(index)
+    check_links(index, page)
+    text = index.read_text()
+    strips = [s for s in page.images if s.startswith("strip_")]
+    assert "strip_kept.png" in strips and "strip_unreadable.png" in strips
+    assert "Agreement with your review tags" in text and "Agreement with labels in labels.csv" in text
+    from curate.filter import decide
+
+    v = decide(read_manifest(path).df)
+    section = text.split("Agreement with labels in labels.csv")[1]
+    assert f"<td>keep recall</td><td>{int(v.keep[1:].sum())} of {len(df) - 1}</td>" in section
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nnot/there.png,keep\n")
+    index = write_report(path, tmp_path / "r2", ReportOptions(per_sheet=3, tile=64, cols=3, labels=bad))
+    assert "not in the manifest" in index.read_text()
