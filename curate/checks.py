@@ -29,7 +29,7 @@ CANNY = (30, 90)
 BUSY_THRESHOLD = 1.0
 CUT_OFF_THRESHOLD = 0.9  # border line under the box almost all bike: cut through, not touching
 CLOSEUP_THRESHOLD = 0.92
-SEVERAL_THRESHOLD = 0.7
+SEVERAL_THRESHOLD = 0.4    # the second bike at least ~2/3 the main one's size each way
 EDGE_PX = 3              # a box closer than this to an image border touches it
 FOREGROUND_DIFF = 40     # a border pixel this far (max over R, G, B) from the border's median is not background
 
