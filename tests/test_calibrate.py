@@ -64,8 +64,8 @@ def test_fit_refuses_too_few_tags_or_one_kind(tmp_path):
         fit(df, pd.Series(only_keep), DEFAULTS)
 
 
-@pytest.mark.slow
-def test_calibrate_from_tags_made_in_the_app(tmp_path, curate_cli):
+def reviewed(tmp_path, curate_cli, tags_of):
+    """A scored manifest with its review dataset, tagged in another process (as the App does)."""
     pytest.importorskip("fiftyone", reason="fiftyone is needed for review")
     from curate.review import dataset_name
 
@@ -74,8 +74,13 @@ def test_calibrate_from_tags_made_in_the_app(tmp_path, curate_cli):
     path = scored(tmp_path)
     code, _, err = curate_cli(["review", "--manifest", str(path), "--no-launch"])
     assert code == 0, err
-    df = read_manifest(path).df
-    tag_in_other_process(dataset_name(path), {sid: [t] for sid, t in reviewer_tags(df).items()})
+    tag_in_other_process(dataset_name(path), tags_of(read_manifest(path).df))
+    return path
+
+
+@pytest.mark.slow
+def test_calibrate_from_tags_made_in_the_app(tmp_path, curate_cli):
+    path = reviewed(tmp_path, curate_cli, lambda df: {sid: [t] for sid, t in reviewer_tags(df).items()})
 
     before = file_sha256(path)
     code, out, err = curate_cli(["calibrate", "--manifest", str(path), "--dry-run"])
@@ -103,16 +108,8 @@ def test_calibrate_from_tags_made_in_the_app(tmp_path, curate_cli):
 
 @pytest.mark.slow
 def test_calibrate_refuses_a_handful_of_tags_in_one_line(tmp_path, curate_cli):
-    pytest.importorskip("fiftyone", reason="fiftyone is needed for review")
-    from curate.review import dataset_name
-
-    from .test_review import tag_in_other_process
-
-    path = scored(tmp_path)
-    code, _, err = curate_cli(["review", "--manifest", str(path), "--no-launch"])
-    assert code == 0, err
-    ids = read_manifest(path).df["sample_id"].tolist()
-    tag_in_other_process(dataset_name(path), {ids[0]: ["keep"], ids[-1]: ["reject"]})
+    path = reviewed(tmp_path, curate_cli, lambda df: {df["sample_id"].iloc[0]: ["keep"],
+                                                      df["sample_id"].iloc[-1]: ["reject"]})
     before = file_sha256(path)
     code, out, err = curate_cli(["calibrate", "--manifest", str(path)])
     assert code != 0

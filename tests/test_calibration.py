@@ -52,8 +52,10 @@ def test_busyness_separates_cctv_from_caltech(caltech, cctv, tflite_weights):
     assert len(cc_v) >= 20            # the detector finds the scooters
     sep = cal.busy_separation(cal_v, cc_v)
     assert sep["share_cctv_busier"] >= 0.90, sep
-    # the default flag: nearly all CCTV crops, a minority of Caltech (some have outdoor backgrounds)
+    # the measure's best cut between the two sets flags nearly all CCTV crops, a minority of Caltech
+    cut = sep["balanced_cut_raw"]
+    assert np.mean([v >= cut for v in cc_v]) >= 0.85 and np.mean([v >= cut for v in cal_v]) <= 0.5
+    # the default flags only the extreme (it does not tell a person's busy backgrounds from ordinary
+    # ones on scraped photos, docs/agreement.md): no Caltech photo
     thr = CHECKS["busy"].threshold
-    flag = lambda v: CHECKS["busy"].score(v) >= thr  # noqa: E731
-    assert np.mean([flag(v) for v in cc_v]) >= 0.85
-    assert np.mean([flag(v) for v in cal_v]) <= 0.5
+    assert not any(CHECKS["busy"].score(v) >= thr for v in cal_v)
