@@ -21,7 +21,7 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
-from .dedupe import JobImageError, PartialLog, load_job_rgb, row_job, run_jobs, stale_jobs
+from .row_jobs import JobImageError, PartialLog, load_job_rgb, row_job, run_jobs, stale_jobs
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,121 @@
+"""Per-row jobs of the pixel stages (score, dedupe): what a worker needs for a row, its image, and
+results kept in a partial log as they come so an interrupted stage resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from manifests.paths import cache_dir, decoded_path, present, sample_image_path
+
+
+def _list(v):
+    if v is None or v is pd.NA:
+        return None
+    try:
+        out = list(v)
+    except TypeError:
+        return None
+    return out or None
+
+
+def row_job(folder: Path, root: str, row) -> dict:
+    """What a worker needs for one row (plain, picklable)."""
+    sample = sample_image_path(folder, root, row)
+    decoded = decoded_path(folder, root, row)
+    crop_box, primary = _list(row.get("crop_box")), _list(row.get("primary_box"))
+    box = None
+    if present(row.get("crop_path")) and crop_box and primary:
+        box = [primary[0] - crop_box[0], primary[1] - crop_box[1],
+               primary[2] - crop_box[0], primary[3] - crop_box[1]]
+    side = max(primary[2] - primary[0], primary[3] - primary[1]) if primary else None
+    usable = str(row.get("status")) == "ok" or present(row.get("repaired_path"))
+    crop_index = int(row["crop_index"]) if present(row.get("crop_index")) else 0
+    return {"sample_id": str(row["sample_id"]), "sample": str(sample), "decoded": str(decoded),
+            "box": box, "box_side": side, "usable": usable, "crop_index": crop_index}
+
+
+class JobImageError(Exception):
+    """A row job's image cannot be had; the message is what the stage records as the row's error."""
+
+
+def load_job_rgb(job: dict, key: str = "sample"):
+    """The RGB image at `job[key]` (see `row_job`), or `JobImageError` with the reason:
+    the row is not usable, or the file does not decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .hashing import load_rgb
+
+    if not job["usable"]:
+        raise JobImageError("not decodable (scan status not ok, no repaired copy)")
+    try:
+        return load_rgb(job[key])
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
+            SyntaxError) as exc:
+        raise JobImageError(f"{type(exc).__name__}: {exc}") from None
+
+
+class PartialLog:
+    """Results appended to `cache/<stage>/partial-<manifest>-<key>.jsonl` as they come, so an
+    interrupted run resumes; removed once the manifest is written."""
+
+    def __init__(self, manifest_path: Path, stage: str, key: str):
+        self.path = cache_dir(manifest_path, stage) / f"partial-{Path(manifest_path).stem}-{key}.jsonl"
+
+    def load(self) -> dict[str, dict]:
+        done: dict[str, dict] = {}
+        if not self.path.exists():
+            return done
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by the interruption: everything before it is good
+                done[rec["sample_id"]] = rec
+        return done
+
+    def append(self, recs: list[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+
+
+def stale_jobs(jobs: list[dict], done: dict[str, dict], folder: Path, source_col: str) -> list[dict]:
+    """The jobs (see `row_job`) with no result in `done`, or one made from another source file."""
+    return [j for j in jobs if j["sample_id"] not in done
+            or done[j["sample_id"]].get(source_col) not in (j["sample"], _rel(folder, j["sample"]))]
+
+
+def run_jobs(fn, todo: list[dict], done: dict[str, dict], plog: PartialLog, folder: Path,
+             source_col: str, *, workers: int, progress: bool, desc: str) -> None:
+    """Run `fn` over chunks of `todo` (see `curate.pool.map_chunks`); each result gets its
+    `source_col` made relative to the manifest folder, goes to `plog` (for resuming) and
+    into `done` by sample_id."""
+    from .pool import map_chunks
+
+    for chunk in map_chunks(fn, todo, workers=workers, chunk_size=16, progress=progress, desc=desc,
+                            unit="img"):
+        for r in chunk:
+            r[source_col] = _rel(folder, r[source_col])
+        plog.append(chunk)
+        for r in chunk:
+            done[r["sample_id"]] = r
+
+
+def _rel(folder: Path, p: str) -> str:
+    """`p` relative to the manifest folder when inside it, else as given (symlinks not followed:
+    a user's path may be a broken link or a link loop)."""
+    ap, af = os.path.abspath(p), os.path.abspath(folder)
+    if os.path.commonpath([ap, af]) == af:
+        return Path(os.path.relpath(ap, af)).as_posix()
+    return str(p)
