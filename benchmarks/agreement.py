@@ -9,6 +9,8 @@ the whole pipeline runs with default options and the given detector into a fresh
 `benchmarks/labels/shared_data.csv` (made by looking, docs/labelling.md): keep recall, reject
 recall, each rule's precision and recall, and a confusion table, for the set and each subfolder.
 `--manifest M --set NAME` compares an existing filtered manifest of that set instead of running.
+`--between OTHER.csv` instead compares two people's labels of the same photos (how far persons
+agree: `benchmarks/labels/second_opinion.csv` holds a second labeller's calls on 488 web photos).
 """
 from __future__ import annotations
 
@@ -66,6 +68,18 @@ def evaluate(manifest: Path, labels, name: str, disagreements: int = 0) -> dict:
     return out
 
 
+def between(labels, other) -> None:
+    """Keep/reject agreement of two label sets on the photos both labelled."""
+    import pandas as pd
+
+    j = labels.merge(other, on="path", suffixes=("", "_other"))
+    a, b = j["label"] == "keep", j["label_other"] == "keep"
+    print(f"photos labelled by both: {len(j)}; keep/reject agree on {100 * (a == b).mean():.1f}%")
+    print(f"of the first's keeps, the other keeps {100 * (a & b).sum() / max(1, a.sum()):.1f}%; "
+          f"of the first's rejects, the other rejects {100 * (~a & ~b).sum() / max(1, (~a).sum()):.1f}%")
+    print(pd.crosstab(j["label"].rename("first"), j["label_other"].rename("other")).to_string())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -77,12 +91,16 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", type=Path, help="compare this filtered manifest (with one --set)")
     ap.add_argument("--disagreements", type=int, default=0, help="list this many disagreeing photos")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--between", type=Path, help="compare --labels with another labeller's CSV and stop")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not a.data.is_dir():
         print(f"--data {a.data}: not a folder (the shared photos are not on this machine)", file=sys.stderr)
         return 2
     labels = read_labels(a.labels)
+    if a.between:
+        between(labels, read_labels(a.between))
+        return 0
     sets = a.sets or list(SETS)
     if a.manifest and len(sets) != 1:
         print("--manifest needs exactly one --set", file=sys.stderr)
