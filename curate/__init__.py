@@ -1,1 +1,20 @@
-"""Curate a scraped folder of photos: scan, repair, detect, dedupe, score, review, filter, report."""
+"""Curate a scraped folder of photos: scan, repair, detect, score, dedupe, review, filter, report.
+
+From Python (a notebook), `import curate.api as cu`; the same functions the CLIs call:
+
+    run         every stage on a folder (`curate run`), returns a RunResult (counts, `.df`)
+    scan        one row per file into a manifest (`curate scan`)
+    repair      RGB copies for frames, truncated files, CMYK, ... (`curate repair`)
+    detect      YOLO, the primary motorbike and its crop (`curate detect`)
+    score       each check's raw value, score and flag (`curate score`)
+    dedupe      duplicate groups and the rank of each copy (`curate dedupe`)
+    filter      keep / reject_reason, the kept rows to clean.parquet (`curate filter`)
+    calibrate   thresholds fitted to the review tags (`curate calibrate`)
+    report      the HTML report (`curate report`)
+    review      the FiftyOne App on the manifest, returns the session (`curate review`)
+    pull        the reviewer's tags into the manifest (`curate review --pull`)
+    read_manifest  a manifest file as `.df` (a DataFrame) with its provenance
+
+Options are the CLIs' frozen dataclasses (`cu.RunOptions`, `cu.DetectOptions`, ...). Importing
+`curate` or `curate.api` loads no torch, ultralytics or FiftyOne; the functions that need them do.
+"""

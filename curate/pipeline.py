@@ -42,6 +42,11 @@ class RunResult:
 
     samples: int = 0          # rows: files, plus one per extra motorbike with --per-image all
 
+    @property
+    def df(self):
+        """The manifest as a DataFrame (read now: one row per sample, every stage's columns)."""
+        return read_manifest(self.manifest).df
+
     def summary_rows(self) -> list[tuple[str, int]]:
         rows = [("files in", self.files_in), ("repaired", self.repaired)]
         if self.samples != self.files_in:
