@@ -453,3 +453,24 @@ def test_gan_metrics_imports_without_torch_pandas_or_pyarrow_loaded(tmp_path):
     res = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "memo_copy_frac" in res.stdout
+
+
+def test_gan_api_evaluate_is_what_the_cli_computes(tmp_path):
+    """`gan.api.evaluate` (the library function `gan fid` calls) gives the CLI's numbers."""
+    import gan.api as ga
+
+    gen = _png_folder(tmp_path / "gen", _images(40, 5))
+    real = _png_folder(tmp_path / "real", _smooth(41, 5))
+    metrics, record = ga.evaluate(gen, real=real, inception_weights="random", metrics="fid",
+                                  weightless=True, kid_subsets=3, progress=False)
+    assert {"fid", "c2st_acc", "memo_copy_frac"} <= set(metrics) and metrics["n_real"] == 5
+    assert record["metrics"] is metrics and "testing only" in record["warning"]
+    out = tmp_path / "m.json"
+    assert _gan(["fid", "--generated", str(gen), "--real", str(real), "--inception-weights", "random",
+                 "--metrics", "fid", "--weightless", "--kid-subsets", "3", "--no-progress", "-o", str(out)]) == 0
+    cli = json.loads(out.read_text())["metrics"]
+    assert cli["fid"] == pytest.approx(metrics["fid"], rel=1e-9)
+    from gan.metrics import UserError
+
+    with pytest.raises(UserError, match="exactly one"):
+        ga.evaluate(gen, inception_weights="random")
