@@ -424,3 +424,18 @@ def test_resume_refuses_shape_changes_and_going_back_before_touching_the_run(pac
         resume(run, overrides={"steps": 1}, device="cpu", progress=False)
     assert ((run / "config.json").read_bytes(), (run / "stats.jsonl").read_bytes()) == before
     assert json.loads((run / "config.json").read_text())["data"] == str(Path(pack).resolve())
+
+
+def test_python_api_trains_and_generates_like_the_clis(pack, tmp_path):
+    """`gan.api.train` / `generate`: the functions the CLIs call, with the presets and options they use."""
+    import gan.api as ga
+
+    run = ga.train(data=pack, preset="tiny", steps=2, out=tmp_path / "runs", device="cpu", progress=False,
+                   sample_every=0)
+    assert run == tmp_path / "runs" / "00000-tiny"
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["steps"] == 2 and conf["name"] == "tiny"
+    out = ga.generate(run / "checkpoint.pt", tmp_path / "png", n=3, device="cpu", progress=False)
+    assert len(list(Path(out).glob("*.png"))) == 3
+    with pytest.raises(TypeError, match="not both"):
+        ga.generate(run / "checkpoint.pt", tmp_path / "png2", ga.GenerateOptions(), n=3)
