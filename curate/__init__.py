@@ -1,6 +1,7 @@
 """Curate a scraped folder of photos: scan, repair, detect, score, dedupe, review, filter, report.
 
-From Python (a notebook), `import curate.api as cu`; the same functions the CLIs call:
+From Python (a notebook), `import curate.api as cu` (`curate.run` and `curate.read_manifest` work too);
+the same functions the CLIs call:
 
     run         every stage on a folder (`curate run`), returns a RunResult (counts, `.df`)
     scan        one row per file into a manifest (`curate scan`)
@@ -18,3 +19,14 @@ From Python (a notebook), `import curate.api as cu`; the same functions the CLIs
 Options are the CLIs' frozen dataclasses (`cu.RunOptions`, `cu.DetectOptions`, ...). Importing
 `curate` or `curate.api` loads no torch, ultralytics or FiftyOne; the functions that need them do.
 """
+
+_TOP = {"run", "pull", "read_manifest", "RunOptions", "RunResult"}   # no stage module of that name
+
+
+def __getattr__(name):
+    """`curate.run`, `curate.read_manifest`, ... without importing the stages until asked."""
+    if name in _TOP:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'curate' has no attribute {name!r}")

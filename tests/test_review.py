@@ -299,3 +299,30 @@ def test_dataset_accepts_a_first_row_that_is_not_an_image(fo, tmp_path):
     write_manifest(m, path, stage="scan")
     ds = build_dataset(path, progress=False)
     assert ds.media_type == "image" and len(ds) == len(m.df)
+
+
+def test_notebook_review_session_then_pull(fo, manifest):
+    """`curate.api.review` returns the FiftyOne session on the manifest's dataset; `pull` brings tags back."""
+    import curate.api as cu
+    from curate.review import dataset_name
+
+    port = _free_port()
+    session = cu.review(manifest, port=port, progress=False)
+    try:
+        assert session.dataset.name == dataset_name(manifest)
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        sid = read_manifest(manifest).df["sample_id"].iloc[0]
+        tag_in_other_process(dataset_name(manifest), {sid: ["reject"]})
+        assert cu.pull(manifest) == 1
+        assert _decisions(manifest) == {sid: "reject"}
+    finally:
+        session.close()
