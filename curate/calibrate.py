@@ -108,7 +108,8 @@ def fit(df: pd.DataFrame, tags: pd.Series, thresholds: dict[str, float], *, min_
     scores = {c: df[f"{c}_score"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)[on] for c in checks}
     fixed = np.zeros(int(on.sum()), dtype=bool)   # rejected by a rule that is not a score check
     for name, mask in v.fired.items():
-        if name not in scores:
+        # a duplicate is the picture another copy shows: a tag is about the picture, not the copy
+        if name not in scores and name != "duplicate":
             fixed |= mask[on]
     th = {c: float(thresholds[c]) for c in checks}
 
@@ -144,6 +145,8 @@ def fit(df: pd.DataFrame, tags: pd.Series, thresholds: dict[str, float], *, min_
                       thresholds={c: th[c] for c in checks if th[c] != float(thresholds[c])})
     for name, mask in v.fired.items():
         m = mask[on]
+        if name == "duplicate":
+            continue
         if name in scores:
             after = np.nan_to_num(scores[name], nan=-1.0) >= th[name]
             cal.rules.append(RuleFit(name, float(thresholds[name]), th[name], int(m.sum()), int(after.sum()),

@@ -116,3 +116,16 @@ def test_calibrate_refuses_a_handful_of_tags_in_one_line(tmp_path, curate_cli):
     lines = [line for line in err.splitlines() if line.strip() and "MongoDB" not in line]
     assert len(lines) == 1 and "at least" in lines[0] and "1 keep, 1 reject" in lines[0]
     assert file_sha256(path) == before
+
+
+def test_a_copy_rejected_as_duplicate_is_not_a_disagreement(tmp_path):
+    """A tag is about the picture: a duplicate tagged keep (its group's keeper is kept) is no reject."""
+    m = read_manifest(scored(tmp_path))
+    df = m.df
+    df["is_duplicate"] = pd.array([i == 0 for i in range(N)], dtype="boolean")
+    df["dup_group"] = pd.array([1 if i in (0, 1) else None for i in range(N)], dtype="Int64")
+    df["dup_rank"] = pd.array([1 if i == 0 else (0 if i == 1 else None) for i in range(N)], dtype="Int32")
+    tags = {sid: ("reject" if b >= 0.8 else "keep") for sid, b in zip(df["sample_id"], BLUR)}
+    cal = fit(df, pd.Series(tags), DEFAULTS)
+    assert cal.before == (1.0, 1.0) and cal.thresholds == {}
+    assert "duplicate" not in {r.rule for r in cal.rules}
