@@ -9,6 +9,9 @@ the whole pipeline runs with default options and the given detector into a fresh
 `benchmarks/labels/shared_data.csv` (made by looking, docs/labelling.md): keep recall, reject
 recall, each rule's precision and recall, and a confusion table, for the set and each subfolder.
 `--manifest M --set NAME` compares an existing filtered manifest of that set instead of running.
+`--calibrate N` then plays a reviewer who tags N random photos of the set by the labels (keep or
+reject), runs `curate calibrate` and `curate filter` on a copy of the manifest, and prints the
+agreement on the photos *not* tagged, before and after (held out: what calibrating buys).
 `--between OTHER.csv` instead compares two people's labels of the same photos (how far persons
 agree: `benchmarks/labels/second_opinion.csv` holds a second labeller's calls on 488 web photos).
 """
@@ -80,6 +83,46 @@ def between(labels, other) -> None:
     print(pd.crosstab(j["label"].rename("first"), j["label_other"].rename("other")).to_string())
 
 
+def calibrate_demo(manifest: Path, labels, n: int, seed: int, tmp: Path) -> dict:
+    """Tag `n` random labelled photos by the labels, calibrate a copy, compare on the other photos."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from curate.calibrate import calibrate_manifest, format_calibration
+    from curate.filter import FilterOptions, filter_manifest
+    from manifests import write_manifest
+
+    work = tmp / "calibrated"
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(manifest.parent, work, ignore=shutil.ignore_patterns("report"))
+    copy = work / manifest.name
+    m = read_manifest(copy)
+    df = m.df
+    primary = np.flatnonzero((df["crop_index"] == 0).to_numpy() & df["path"].astype(str).isin(labels.index).to_numpy())
+    picked = np.random.default_rng(seed).choice(primary, size=min(n, len(primary)), replace=False)
+    tags = [None] * len(df)
+    for i in picked:
+        tags[i] = "keep" if labels[str(df["path"].iloc[i])] == "keep" else "reject"
+    df["review_decision"] = pd.array(tags, dtype="string")
+    m.df = df
+    write_manifest(m, copy, stage="review", params={"simulated_from_labels": int(len(picked))})
+    cal = calibrate_manifest(copy)
+    print(f"curate calibrate on {len(picked)} photos tagged by the labels (seed {seed}):")
+    print(format_calibration(cal))
+    filter_manifest(copy, work / "clean.parquet", FilterOptions(use_review=False))
+    held = labels[~labels.index.isin(set(df["path"].iloc[picked].astype(str)))]
+    out = {}
+    for name, path in (("defaults", manifest), ("calibrated", copy)):
+        ag = compare(read_manifest(path).df, held)
+        out[name] = ag.as_dict()
+        print(f"held out ({ag.n} photos), {name:<10}: keep recall {100 * ag.keep_recall:5.1f}%, reject recall "
+              f"{100 * ag.reject_recall:5.1f}%, balanced {50 * (ag.keep_recall + ag.reject_recall):5.1f}%")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -92,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--disagreements", type=int, default=0, help="list this many disagreeing photos")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--between", type=Path, help="compare --labels with another labeller's CSV and stop")
+    ap.add_argument("--calibrate", type=int, default=0, metavar="N",
+                    help="also: tag N random photos by the labels, calibrate, report on the others")
+    ap.add_argument("--seed", type=int, default=0, help="which photos --calibrate tags")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not a.data.is_dir():
@@ -116,6 +162,8 @@ def main(argv=None) -> int:
                 manifest, secs = run_set(a.data / name, work, a.detector)
                 print(f"curate run {a.data / name} ({len(lab)} labelled photos): {secs:.0f} s")
             figures.update(evaluate(manifest, lab, name, a.disagreements))
+            if a.calibrate:
+                figures[f"{name}/calibrate"] = calibrate_demo(manifest, lab, a.calibrate, a.seed, Path(tmp) / name)
     if a.json:
         a.json.write_text(json.dumps(figures, indent=2))
     return 0
