@@ -118,10 +118,6 @@ def to_hex(v: int) -> str:
     return f"{v:016x}"
 
 
-def from_hex(s: str) -> int:
-    return int(s, 16)
-
-
 def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 

@@ -30,7 +30,3 @@ for _stage, _fields in STAGE_COLUMNS.items():
 
 REQUIRED: tuple[str, ...] = core.REQUIRED
 
-
-def arrow_schema(names) -> pa.Schema:
-    """The Arrow schema for these column names, in this order (unknown names raise KeyError)."""
-    return pa.schema([COLUMNS[n] for n in names])
