@@ -7,13 +7,15 @@ automatic reject reasons as `auto_reasons`, and one saved view per reason. The r
 `reject` or `keep` in the App; FiftyOne stores each tag in its database the moment it is made, so
 `pull_decisions` reads them from there: nothing is lost if the App or this process dies.
 
-FiftyOne is imported inside the functions (it starts a database on import).
+FiftyOne is imported inside the functions (it starts a database on import). Its usage tracking is
+turned off (`FIFTYONE_DO_NOT_TRACK=true`) unless the user has set that variable themselves.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
+import os
 import re
 import signal
 import socket
@@ -33,6 +35,10 @@ from manifests.schema.review import DECISIONS
 from .filter import FilterOptions, applicable_rules, decide
 
 log = logging.getLogger(__name__)
+
+# FiftyOne's usage tracking is off unless the user chose otherwise: set before FiftyOne is imported
+# (here, below, or in the App's server process, which inherits the environment).
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 # Manifest columns not shown as sample fields: FiftyOne's own names, and bulky or internal ones.
 RESERVED = {"id", "_id", "filepath", "tags", "metadata", "media_type", "created_at", "last_modified_at",

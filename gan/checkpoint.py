@@ -53,9 +53,12 @@ def load_torch_file(path: Path, what: str, kind: str = "checkpoint", error=None,
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; name it and stop
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        why = (f"it holds pickled Python objects ({found.group(1)}), which are not loaded for safety" if found
-               else f"torch.load cannot read it: {type(exc).__name__}")
-        raise (error or UserError)(f"{what} {path}: not a PyTorch {kind} file ({why})") from None
+        if found:
+            raise (error or UserError)(
+                f"{what} {path}: refused: it holds pickled Python objects ({found.group(1)}) that are not "
+                "plain tensors and could run code when loaded; nothing from it was run") from None
+        raise (error or UserError)(f"{what} {path}: not a PyTorch {kind} file (torch.load cannot read it: "
+                                   f"{type(exc).__name__})") from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

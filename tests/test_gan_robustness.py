@@ -369,3 +369,25 @@ def test_zip_output_still_works_after_the_checks(tmp_path, tiny_run):
     loose = _pngs(generate(tiny_run, tmp_path / "loose", GenerateOptions(n=3, device="cpu"), progress=False))
     with zipfile.ZipFile(z) as zf:
         assert {n: zf.read(n) for n in zf.namelist()} == loose
+
+
+class _RunsCode:
+    """Unpickling this would create a file: a stand-in for a checkpoint that runs code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_says_why(tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "ran"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": 1, "G": _RunsCode(marker)}, bad)
+    code, err = gan(["generate", "-c", bad, "--n", 2, "-o", tmp_path / "g", "--device", "cpu"], capsys)
+    one_line_error(code, err, "refused", "could run code", "nothing from it was run")
+    assert not marker.exists()              # nothing ran
+    assert not (tmp_path / "g").exists()

@@ -326,3 +326,16 @@ def test_notebook_review_session_then_pull(fo, manifest):
         assert _decisions(manifest) == {sid: "reject"}
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, "true"), ("false", "false")])
+def test_review_turns_fiftyone_tracking_off_unless_the_user_chose(fo, user_value, expected):
+    """In the review process (and so in the App's server process, which inherits it)."""
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DO_NOT_TRACK"}
+    if user_value is not None:
+        env["FIFTYONE_DO_NOT_TRACK"] = user_value
+    code = ("import os, curate.review, fiftyone as fo; "
+            "print(os.environ['FIFTYONE_DO_NOT_TRACK'], fo.config.do_not_track)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180,
+                         check=True).stdout.split()
+    assert out[-2:] == [expected, str(expected == "true")]
