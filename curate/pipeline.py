@@ -28,6 +28,7 @@ class RunOptions:
     workers: int | None = None
     per_image: str = "primary"
     report: bool = True
+    follow_links: bool | None = None   # follow symlinks out of the folder (None: as the last scan, else no)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     from .detect import DetectOptions, detect_manifest
     from .filter import filter_manifest
     from .repair import repair_manifest
-    from .scan import scan_folder
+    from .scan import ScanOptions, scan_folder
     from .score import ScoreOptions, score_manifest
 
     from .detector import resolve_weights
@@ -89,7 +90,9 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
                         "choose another work folder")
 
     log.info("scan %s", folder)
-    scan_folder(folder, manifest, workers=opts.workers, progress=progress)  # keeps an earlier --max-pixels
+
+    scan_folder(folder, manifest, ScanOptions(follow_links=opts.follow_links), workers=opts.workers,
+                progress=progress)  # keeps an earlier --max-pixels and --follow-links
     log.info("repair")
     repair_manifest(manifest, workers=opts.workers, progress=progress)
     log.info("detect")

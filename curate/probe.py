@@ -92,8 +92,10 @@ def _pillow_formats() -> set[str]:
 
 
 def probe_file(root: str, relpath: str, problem: str | None = None, *,
-               max_pixels: int = 89_478_485, known_sha: str | None = None) -> dict:
-    """The scan row of `root/relpath`. `problem` (from the walk) makes it `unreadable` directly.
+               max_pixels: int = 89_478_485, known_sha: str | None = None,
+               problem_status: str = "unreadable") -> dict:
+    """The scan row of `root/relpath`. `problem` (from the walk) makes it `problem_status`
+    (`unreadable`, `outside_folder`) directly, without opening the file.
 
     With `known_sha`, a file whose content hashes to it is not decoded again: the
     result is `{"path": relpath, "unchanged": True, "mtime_ns": ...}`.
@@ -105,7 +107,7 @@ def probe_file(root: str, relpath: str, problem: str | None = None, *,
             size, mtime = lst.st_size, lst.st_mtime_ns
         except OSError:
             size = mtime = None
-        return _row(relpath, "unreadable", problem, size=size, mtime_ns=mtime)
+        return _row(relpath, problem_status, problem, size=size, mtime_ns=mtime)
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -185,8 +187,9 @@ def _open_and_decode(relpath, source, fmt, suffix, max_pixels, common) -> dict:
     return _row(relpath, "ok", None, **info, **common)
 
 
-def probe_many(items: list[tuple[str, str | None, str | None]], *, root: str,
-               max_pixels: int) -> list[dict]:
-    """Probe a chunk of (relpath, problem, known_sha) triples: the unit of work sent to a process."""
-    return [probe_file(root, rel, problem, max_pixels=max_pixels, known_sha=known)
-            for rel, problem, known in items]
+def probe_many(items: list[tuple], *, root: str, max_pixels: int) -> list[dict]:
+    """Probe a chunk of (relpath, problem, known_sha[, problem_status]) items: the unit of work sent
+    to a process."""
+    return [probe_file(root, it[0], it[1], max_pixels=max_pixels, known_sha=it[2],
+                       problem_status=it[3] if len(it) > 3 else "unreadable")
+            for it in items]

@@ -18,8 +18,10 @@ D = RunOptions()
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Processes (default: all cores).")
 @click.option("--per-image", type=click.Choice(["primary", "all"]), default=D.per_image, show_default=True,
               help="One sample per photo (its main motorbike) or one per motorbike.")
+@click.option("--follow-links/--no-follow-links", default=None,
+              help="Follow symlinks that lead outside FOLDER (default: no; they get a row with status outside_folder).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
-def run(folder, workdir, weights, device, workers, per_image, no_report):
+def run(folder, workdir, weights, device, workers, per_image, follow_links, no_report):
     """Scan, repair, detect, score, dedupe and filter FOLDER, resuming what is done.
 
     Review is a separate, optional step afterwards: `curate review`, then `curate filter` again.
@@ -34,7 +36,7 @@ def run(folder, workdir, weights, device, workers, per_image, no_report):
     from .pipeline import run_pipeline
 
     opts = RunOptions(weights=weights, device=device, workers=workers, per_image=per_image,
-                      report=not no_report)
+                      report=not no_report, follow_links=follow_links)
     res = run_pipeline(folder, workdir, opts)
     width = max(len(k) for k, _ in res.summary_rows())
     click.echo("")

@@ -72,13 +72,18 @@ class ScanOptions:
     checkpoint_every: int = 500       # rewrite the manifest after this many files ...
     checkpoint_seconds: float = 60.0  # ... or this many seconds, whichever comes first
     chunk_size: int = 16              # files per task sent to a worker process
+    follow_links: bool | None = None  # follow symlinks that lead outside the folder (else: a row with status
+                                      # outside_folder); None: as the last scan, else False
 
     def with_previous(self, previous: Manifest | None) -> "ScanOptions":
         """Unset options filled from the manifest's last scan (a limit set once stays), else defaults."""
-        if self.max_pixels is not None:
-            return self
         last = (previous.stage_params("scan") or {}) if previous is not None else {}
-        return replace(self, max_pixels=last.get("max_pixels") or DEFAULT_MAX_PIXELS)
+        out = self
+        if out.max_pixels is None:
+            out = replace(out, max_pixels=last.get("max_pixels") or DEFAULT_MAX_PIXELS)
+        if out.follow_links is None:
+            out = replace(out, follow_links=bool(last.get("follow_links", False)))
+        return out
 
     def verdict_params(self) -> dict:
         """The options a row's status depends on: a rescan with other values re-probes every file."""
@@ -199,7 +204,7 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     exclude, excluded = _exclusions(manifest_path)
 
     try:
-        entries: list[Entry] = list(walk_files(root, exclude=exclude))
+        entries: list[Entry] = list(walk_files(root, exclude=exclude, follow_links=bool(opts.follow_links)))
     except OSError as exc:
         raise UserError(f"cannot list {root}: {exc.strerror or exc}") from exc
     if not entries and previous is None:
@@ -219,7 +224,8 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
     todo: list[tuple[str, str | None, str | None]] = []
     for e in entries:
         prev = old_rows.get(e.relpath)
-        if e.problem is None and prev is not None and prev["status"] != "unreadable" and not changed:
+        if e.problem is None and prev is not None and prev["status"] not in ("unreadable", "outside_folder") \
+                and not changed:
             try:
                 st = os.stat(root / e.relpath)
             except OSError:
@@ -230,7 +236,7 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
                     continue
                 todo.append((e.relpath, None, prev["sha256"]))
                 continue
-        todo.append((e.relpath, e.problem, None))
+        todo.append((e.relpath, e.problem, None, e.status))
     stats = {"reused": len(done)}   # rows kept as they were (unchanged files)
     seen = {e.relpath for e in entries}
     missing = {p: r for p, r in old_rows.items() if p not in seen}

@@ -27,13 +27,17 @@ DEFAULT_MANIFEST = Path("work") / "manifest.parquet"
               help="Rewrite the manifest after this many files, so an interrupted scan resumes.")
 @click.option("--checkpoint-seconds", type=float, default=_D.checkpoint_seconds, show_default=True,
               help="... or after this many seconds, whichever comes first.")
+@click.option("--follow-links/--no-follow-links", default=None,
+              help="Follow symlinks that lead outside FOLDER (default: no, they get a row with status "
+                   "outside_folder; a later scan remembers the choice).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def scan(folder, output, workers, max_pixels, rehash, checkpoint_every, checkpoint_seconds,
+def scan(folder, output, workers, max_pixels, rehash, checkpoint_every, checkpoint_seconds, follow_links,
          no_progress):
     """Inventory every file under FOLDER into a Parquet manifest (one row per file).
 
     Each file gets a status (ok, truncated, corrupt, not_an_image, unsupported,
-    too_large, unreadable, empty) and, when not ok, the error text. Running it again
+    too_large, unreadable, empty, outside_folder: a symlink out of FOLDER, not followed) and,
+    when not ok, the error text. Running it again
     skips unchanged files, adds new ones and marks vanished ones; a killed scan
     resumes. Put `--` before a FOLDER whose name starts with `-`.
 
@@ -48,7 +52,7 @@ def scan(folder, output, workers, max_pixels, rehash, checkpoint_every, checkpoi
     from .scan import scan_folder
 
     opts = ScanOptions(max_pixels=max_pixels, rehash=rehash, checkpoint_every=checkpoint_every,
-                       checkpoint_seconds=checkpoint_seconds)
+                       checkpoint_seconds=checkpoint_seconds, follow_links=follow_links)
     m = scan_folder(folder, output, opts, workers=workers, progress=not no_progress)
     counts = Counter(m.df.loc[m.df["crop_index"] == 0, "status"])
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))

@@ -1,6 +1,8 @@
 """Walk a folder recursively, safely: every entry is reported, loops never hang.
 
-Symlinked folders that lead outside the root are followed once; a link that
+A symlink (to a file or a folder) that leads outside the root is not followed: it is an entry with
+status `outside_folder`, so a scraped archive's link to `/etc` or `/` cannot make the scan walk the
+machine; `follow_links=True` (`curate scan --follow-links`) follows such folders once. A link that
 points back to one of its own ancestors (a loop), into the scanned tree (its
 files are listed under their real path) or to a folder already walked is
 reported as an entry with a problem instead of being entered. Broken symlinks, folders that cannot be
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 class Entry:
     relpath: str               # POSIX separators, relative to the root
     problem: str | None = None  # why it cannot be scanned as a file; None for a normal entry
+    status: str = "unreadable"  # the scan status of an entry with a problem
 
 
 def _describe_target(path: str) -> str:
@@ -36,8 +39,8 @@ def _rel(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None = None
-               ) -> Iterator[Entry]:
+def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None = None,
+               follow_links: bool = False) -> Iterator[Entry]:
     """Yield one `Entry` per non-folder entry under `root` (sorted, depth first).
 
     `exclude(real_path)` returning True leaves that file or folder out (used to keep the
@@ -96,6 +99,13 @@ def walk_files(root: str | os.PathLike, *, exclude: Callable[[str], bool] | None
                 real = os.path.realpath(e.path)
                 if exclude is not None and exclude(real):
                     log.info("not scanning %s (links to %s, an output of this manifest)", e.path, real)
+                    continue
+                outside = not (real == root_real or real.startswith(root_real + os.sep))
+                if outside and not follow_links:
+                    kind = "folder" if stat.S_ISDIR(target.st_mode) else "file"
+                    yield Entry(rel, f"symlink to a {kind} outside the scanned folder "
+                                     f"({_describe_target(e.path)}), not followed; `curate scan "
+                                     "--follow-links` follows it", status="outside_folder")
                     continue
                 if not stat.S_ISDIR(target.st_mode):
                     yield Entry(rel)

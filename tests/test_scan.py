@@ -291,10 +291,10 @@ def test_symlinked_folders(tmp_path):
     outside.mkdir()
     picture(32, 24, seed=5).save(outside / "b.jpg")
     os.symlink(root / "real", root / "alias")       # into the tree: not followed
-    os.symlink(outside, root / "ext")               # out of the tree: followed once
+    os.symlink(outside, root / "ext")               # out of the tree: followed once (--follow-links)
     os.symlink(outside, root / "ext2")              # the same folder again: not followed
     os.symlink(root, outside / "back")              # loops back into the root (via ext)
-    m = scan_folder(root, tmp_path / "m.parquet", workers=1, progress=False)
+    m = scan_folder(root, tmp_path / "m.parquet", ScanOptions(follow_links=True), workers=1, progress=False)
     rows = m.df.set_index("path")
     assert sorted(rows.index) == ["alias", "ext/b.jpg", "ext/back", "ext2", "real/a.jpg"]
     assert rows.loc["real/a.jpg", "status"] == rows.loc["ext/b.jpg", "status"] == "ok"
@@ -448,10 +448,10 @@ def test_output_folder_reached_through_a_symlink_is_not_scanned(tmp_path):
             (base / "out").mkdir()
             os.symlink("../out", root / "outlink")
             mpath = base / "out" / "manifest.parquet"
-        scan_folder(root, mpath, workers=1, progress=False)
+        scan_folder(root, mpath, ScanOptions(follow_links=True), workers=1, progress=False)
         repair_manifest(mpath, workers=1, progress=False)
         for _ in range(2):
-            m = scan_folder(root, mpath, workers=1, progress=False)
+            m = scan_folder(root, mpath, workers=1, progress=False)     # the choice is remembered
             assert list(m.df["path"]) == ["a.jpg"], (case, list(m.df["path"]))
         assert len(m.history[-1]["params"]["excluded"]) == 2, case   # the manifest and cache/
 
@@ -531,3 +531,40 @@ def test_links_into_our_cache_are_not_scanned(tmp_path):
     (photos / "crop_file_link.png").symlink_to(work / "cache" / "crops" / "c.png")
     scan_folder(photos, work / "manifest.parquet", workers=1, progress=False)
     assert read_manifest(work / "manifest.parquet").df["path"].tolist() == ["a.png"]
+
+
+def test_links_out_of_the_folder_are_rows_not_walks(tmp_path, curate_cli):
+    """A scraped folder's link to /etc (or /) is not walked, a link to a file outside is not read:
+    each is one row with status outside_folder; --follow-links opts in; links inside still work."""
+    root = tmp_path / "scrape"
+    (root / "sub").mkdir(parents=True)
+    picture(32, 24).save(root / "sub" / "a.jpg")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    picture(32, 24, seed=3).save(outside / "secret.jpg")
+    os.symlink("/etc", root / "etc")
+    os.symlink(outside / "secret.jpg", root / "photo.jpg")
+    os.symlink(outside, root / "folder")
+    os.symlink(root, root / "sub" / "self")              # into the tree: a loop, reported as before
+    os.symlink(root / "sub" / "a.jpg", root / "inside.jpg")   # a file link inside: read as a photo
+    mpath = tmp_path / "work" / "manifest.parquet"
+    code, out, err = curate_cli(["scan", str(root), "-o", str(mpath), "--workers", "1", "--no-progress"])
+    assert code == 0, err
+    rows = read_manifest(mpath).df.set_index("path")
+    assert sorted(rows.index) == ["etc", "folder", "inside.jpg", "photo.jpg", "sub/a.jpg", "sub/self"]
+    for link, kind in (("etc", "folder"), ("folder", "folder"), ("photo.jpg", "file")):
+        assert rows.loc[link, "status"] == "outside_folder", link
+        assert f"symlink to a {kind} outside the scanned folder" in rows.loc[link, "error"]
+        assert "--follow-links" in rows.loc[link, "error"]
+        assert pd.isna(rows.loc[link, "sha256"])           # the target was not read
+    assert rows.loc["inside.jpg", "status"] == rows.loc["sub/a.jpg", "status"] == "ok"
+    assert rows.loc["sub/self", "status"] == "unreadable"
+    assert "outside_folder: 3" in out
+
+    (root / "etc").unlink()                                   # (no test walks the real /etc)
+    code, _, err = curate_cli(["scan", str(root), "-o", str(tmp_path / "w2" / "m.parquet"), "--workers", "1",
+                               "--no-progress", "--follow-links"])
+    assert code == 0, err
+    rows = read_manifest(tmp_path / "w2" / "m.parquet").df.set_index("path")
+    assert sorted(rows.index) == ["folder/secret.jpg", "inside.jpg", "photo.jpg", "sub/a.jpg", "sub/self"]
+    assert rows.loc["photo.jpg", "status"] == "ok" and rows.loc["folder/secret.jpg", "status"] == "ok"

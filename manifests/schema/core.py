@@ -10,6 +10,7 @@ SCAN_STATUSES = (
     "unsupported",   # an image format we cannot decode
     "too_large",     # declared pixel count over the decompression-bomb limit
     "unreadable",    # permission denied, broken symlink, I/O error
+    "outside_folder",  # a symlink to a file or folder outside the scanned folder, not followed (--follow-links)
     "empty",         # zero bytes
 )
 
