@@ -90,7 +90,6 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
                         "choose another work folder")
 
     log.info("scan %s", folder)
-
     scan_folder(folder, manifest, ScanOptions(follow_links=opts.follow_links), workers=opts.workers,
                 progress=progress)  # keeps an earlier --max-pixels and --follow-links
     log.info("repair")
