@@ -59,14 +59,9 @@ class RunResult:
 
 def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *,
                  progress: bool = True) -> RunResult:
-    from .dedupe import DedupeOptions, dedupe_manifest
-    from .detect import DetectOptions, detect_manifest
-    from .filter import filter_manifest
-    from .repair import repair_manifest
-    from .scan import ScanOptions, scan_folder
-    from .score import ScoreOptions, score_manifest
-
-    from .detector import resolve_weights
+    """Every stage in order on `folder` into `workdir`, holding the work folder's lock (one run at a
+    time; see `curate.work_lock`)."""
+    from .work_lock import work_lock
 
     folder, workdir = Path(folder), Path(workdir)
     if not folder.is_dir():
@@ -82,6 +77,19 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     except OSError as exc:
         raise UserError(f"-o {workdir}: cannot create the work folder ({exc.strerror or exc})") from exc
     claim_folder(workdir / CACHE_DIRNAME)  # a user's own `cache/` there is refused before any work
+    with work_lock(workdir / CACHE_DIRNAME, workdir):
+        return _run_locked(folder, workdir, opts, progress)
+
+
+def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -> RunResult:
+    from .dedupe import DedupeOptions, dedupe_manifest
+    from .detect import DetectOptions, detect_manifest
+    from .detector import resolve_weights
+    from .filter import filter_manifest
+    from .repair import repair_manifest
+    from .scan import ScanOptions, scan_folder
+    from .score import ScoreOptions, score_manifest
+
     resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
     manifest = workdir / MANIFEST_NAME
     existing = read_manifest(manifest) if manifest.exists() else None

@@ -123,3 +123,47 @@ def test_a_worker_that_dies_is_one_line(tmp_path):
 
     with pytest.raises(UserError, match="a worker process died"):
         list(map_chunks(_die, list(range(40)), workers=2, chunk_size=4, progress=False, desc="score"))
+
+
+def test_a_second_run_on_the_same_work_folder_says_who_holds_it(tmp_path, curate_cli):
+    """Two runs on one -o: the second stops in one line naming the holder; a killed holder's lock
+    is taken over by the next run (the kernel drops a dead process's flock)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from curate.work_lock import LOCK_NAME
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(photos / "a.png")
+    from manifests.paths import claim_folder
+
+    work = tmp_path / "work"
+    work.mkdir()
+    claim_folder(work / "cache")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from curate.work_lock import work_lock\n"
+         "with work_lock(Path(sys.argv[1]), Path(sys.argv[2])):\n    print('held', flush=True); time.sleep(120)",
+         str(work / "cache"), str(work)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = curate_cli(["run", str(photos), "-o", str(work), "--weights", "yolo11n.yaml", "--no-report"])
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "another curate run is working in this folder" in err and f"pid {holder.pid}" in err
+        assert not (work / "manifest.parquet").exists()          # the second run wrote nothing
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)                     # the holder dies without cleaning up
+        holder.wait(timeout=30)
+    assert (work / "cache" / LOCK_NAME).exists()                  # its lock file stays behind ...
+    deadline = time.time() + 5
+    code, err = None, ""
+    while time.time() < deadline:                                 # ... and the next run takes it over
+        code, _, err = curate_cli(["run", str(photos), "-o", str(work), "--weights", "yolo11n.yaml",
+                                   "--no-report"])
+        if code == 0:
+            break
+        time.sleep(0.2)
+    assert code == 0, err
+    assert (work / "manifest.parquet").exists()
