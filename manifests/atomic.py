@@ -2,7 +2,8 @@
 
 Standard library only (the GAN trainer and the pack loader import it on machines
 without pandas or pyarrow). A reader sees the old file or the new one, never half
-of one; a failed write leaves the old file as it was and no temp file behind.
+of one; a failed write leaves the old file as it was and no temp file behind. A write that runs
+out of disk space is a one-line `DiskFullError` (a UserError) saying so.
 
     with atomic_path(out, suffix=".png") as tmp:   # suffix for libraries that infer the format
         fig.savefig(tmp)
@@ -11,13 +12,43 @@ of one; a failed write leaves the old file as it was and no temp file behind.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "fsync_file", "temp_beside", "write_bytes_atomic", "write_text_atomic"]
+from .errors import UserError
+
+__all__ = ["DiskFullError", "atomic_path", "fsync_file", "temp_beside", "write_bytes_atomic", "write_text_atomic"]
+
+
+class DiskFullError(UserError):
+    """A write that ran out of space: the previous file is intact, no temp file is left."""
+
+
+def _is_disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain (torch wraps it in a RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         # pyarrow raises OSError without errno, with the C library's words
+                                         or "no space left on device" in str(exc).lower()):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _disk_full(path: Path) -> DiskFullError:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    old = "is unchanged" if path.exists() else "was not written"
+    return DiskFullError(f"cannot write {path}: no space left on the device ({free} in {path.parent}); "
+                         f"{path.name} {old}; free some space and run again (finished work is kept)")
 
 
 def _umask() -> int:
@@ -69,14 +100,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", *, prefix: str | 
     See `temp_beside` for `suffix`, `prefix` and `mode`.
     """
     path = Path(path)
-    tmp = temp_beside(path, suffix=suffix, prefix=prefix, mode=mode)
+    try:
+        tmp = temp_beside(path, suffix=suffix, prefix=prefix, mode=mode)
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise _disk_full(path) from None
+        raise
     try:
         yield tmp
         if fsync:
             fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if _is_disk_full(exc):
+            raise _disk_full(path) from None
         raise
 
 
