@@ -30,7 +30,6 @@ BUSY_THRESHOLD = 1.0
 CUT_OFF_THRESHOLD = 0.9  # border line under the box almost all bike: cut through, not touching
 CLOSEUP_THRESHOLD = 0.92
 SEVERAL_THRESHOLD = 0.4    # the second bike at least ~2/3 the main one's size each way
-EDGE_PX = 3              # a box closer than this to an image border touches it
 FOREGROUND_DIFF = 40     # a border pixel this far (max over R, G, B) from the border's median is not background
 
 
@@ -134,24 +133,16 @@ register(Check(
 
 # ---------------------------------------------------------------- row-based measures (detections)
 
-def _seq(v):
-    if v is None or isinstance(v, float) or (hasattr(v, "__len__") and len(v) == 0):
-        return None
-    return list(v)
-
-
 def _box(d) -> list[float]:
     return [float(d["x0"]), float(d["y0"]), float(d["x1"]), float(d["y1"])]
 
 
-def touching(box, width, height, edge_px: float = EDGE_PX) -> tuple[bool, bool, bool, bool]:
-    """Which image borders (left, top, right, bottom) the box reaches within `edge_px`."""
-    x0, y0, x1, y1 = (float(v) for v in box[:4])
-    return (x0 <= edge_px, y0 <= edge_px, x1 >= float(width) - edge_px, y1 >= float(height) - edge_px)
+def row_touch(row) -> tuple[bool, bool, bool, bool] | None:
+    """Which image borders the row's bike box touches (None without a box)."""
+    from .crop import touching
+    from .row_jobs import _list
 
-
-def _row_touch(row):
-    box, w, h = _seq(row.get("primary_box")), row.get("width"), row.get("height")
+    box, w, h = _list(row.get("primary_box")), row.get("width"), row.get("height")
     if not box or w is None or h is None or (isinstance(w, float) and math.isnan(w)):
         return None
     return touching(box, w, h)
@@ -159,7 +150,9 @@ def _row_touch(row):
 
 def others_overlapping(row) -> float | None:
     """Detections other than the row's bike that overlap its crop by >= 25% of their own area."""
-    dets, primary, crop_box = _seq(row.get("detections")), _seq(row.get("primary_box")), _seq(row.get("crop_box"))
+    from .row_jobs import _list
+
+    dets, primary, crop_box = _list(row.get("detections")), _list(row.get("primary_box")), _list(row.get("crop_box"))
     if dets is None:
         return 0.0 if isinstance(row.get("detect_status"), str) and crop_box else None
     if not crop_box:
@@ -178,7 +171,7 @@ def others_overlapping(row) -> float | None:
 
 
 def corner_fill(row) -> float | None:
-    touch, frac = _row_touch(row), row.get("box_area_frac")
+    touch, frac = row_touch(row), row.get("box_area_frac")
     if touch is None or frac is None or (isinstance(frac, float) and math.isnan(frac)):
         return None
     left, top, right, bottom = touch
@@ -187,15 +180,17 @@ def corner_fill(row) -> float | None:
 
 def second_bike(row, inside: float = 0.8) -> float | None:
     """Largest other motorbike box / the main box (boxes mostly inside the main one are its parts)."""
-    dets, primary = _seq(row.get("detections")), _seq(row.get("primary_box"))
+    from .detector import MOTORBIKE_LABELS
+    from .row_jobs import _list
+
+    dets, primary = _list(row.get("detections")), _list(row.get("primary_box"))
     if dets is None or not primary:
         return None
-    labels = {"motorcycle", "motorbike"}
     px0, py0, px1, py1 = (float(v) for v in primary[:4])
     parea = max(1e-9, (px1 - px0) * (py1 - py0))
     best = 0.0
     for d in dets:
-        if str(d.get("label", "")).lower() not in labels:
+        if str(d.get("label", "")).lower() not in MOTORBIKE_LABELS:
             continue
         b = _box(d)
         if all(abs(b[k] - float(primary[k])) < 0.5 for k in range(4)):
@@ -212,11 +207,6 @@ def second_bike(row, inside: float = 0.8) -> float | None:
 def row_raw(row) -> dict[str, float | None]:
     """Raw values of the checks measured from the row (detections, no pixels)."""
     return {n: c.from_row(row) for n, c in CHECKS.items() if c.from_row is not None}
-
-
-def row_touch(row) -> tuple[bool, bool, bool, bool] | None:
-    """Which image borders the row's bike box touches (None without a box)."""
-    return _row_touch(row)
 
 
 def _resized(img, side: int):

@@ -39,10 +39,15 @@ def margin_box(box, margin: float, width: int, height: int) -> tuple[int, int, i
     return cx0, cy0, cx1, cy1
 
 
+def touching(box, width, height, edge_px: float = EDGE_PX) -> tuple[bool, bool, bool, bool]:
+    """Which image borders (left, top, right, bottom) the box reaches within `edge_px`."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    return (x0 <= edge_px, y0 <= edge_px, x1 >= float(width) - edge_px, y1 >= float(height) - edge_px)
+
+
 def is_cut_off(box, width: int, height: int, edge_px: float = EDGE_PX) -> bool:
     """True when the box reaches within `edge_px` of any image border."""
-    x0, y0, x1, y1 = (float(v) for v in box[:4])
-    return x0 <= edge_px or y0 <= edge_px or x1 >= width - edge_px or y1 >= height - edge_px
+    return any(touching(box, width, height, edge_px))
 
 
 def covered_fraction(box, others) -> float:
