@@ -25,6 +25,7 @@ from manifests import read_manifest
 from manifests.errors import UserError
 
 from .filter import FilterOptions, decide
+from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def fit(df: pd.DataFrame, tags: pd.Series, thresholds: dict[str, float], *, min_
     return cal
 
 
+@locks_manifest()
 def calibrate_manifest(manifest_path: str | Path, *, dry_run: bool = False, min_tags: int = MIN_TAGS
                        ) -> Calibration:
     """Fit the thresholds to the review tags; record them unless `dry_run`."""

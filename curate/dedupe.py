@@ -39,6 +39,7 @@ from manifests.paths import present
 
 from .hashing import HASHERS
 from .row_jobs import JobImageError, PartialLog, _list, load_job_rgb, row_job, run_jobs, stale_jobs
+from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +340,7 @@ HASH_COLUMNS = ("pixel_hash", "phash", "phash_mirror", "phash_fine", "phash_fine
                 "phash_full", "phash_full_mirror", "phash_full_fine", "phash_full_fine_mirror", "hash_error")
 
 
+@locks_manifest()
 def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
                     progress: bool = True) -> Manifest:
     """Hash every row (resuming), group duplicates, choose keepers; rewrite the manifest in place."""

@@ -34,6 +34,8 @@ from pathlib import Path
 from manifests.errors import UserError
 from manifests.paths import present
 
+from .work_lock import locks_manifest
+
 log = logging.getLogger(__name__)
 
 STAGE = "detect"
@@ -485,6 +487,7 @@ def _select(m, key: str, folder: Path) -> tuple[list, list]:
     return todo, undecodable
 
 
+@locks_manifest()
 def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), *,
                     progress: bool = True, detector=None):
     """Detect motorbikes for every file of the manifest, crop them, update the manifest in place.

@@ -29,6 +29,8 @@ from manifests import Manifest, read_manifest, write_manifest
 from manifests.errors import UserError
 from manifests.paths import is_within
 
+from .work_lock import locks_manifest
+
 log = logging.getLogger(__name__)
 
 REVIEWER = "reviewer"          # reject_reason of a sample only the reviewer rejected
@@ -309,6 +311,7 @@ def _warn_missing(m: Manifest) -> None:
         log.warning("the manifest lacks %s (written by `curate score`): those rules do not apply", ", ".join(lost))
 
 
+@locks_manifest()
 def filter_manifest(manifest_path: Path, out_path: Path | None = None,
                     opts: FilterOptions = FilterOptions()) -> FilterResult:
     """Write `keep`/`reject_reason` into the manifest and the kept rows to `out_path`.

@@ -41,6 +41,7 @@ from manifests.schema import repair as repair_schema
 from .pool import resolve_workers, run_checkpointed
 from .repair_worker import (REPAIR_COLUMNS, REPAIRABLE, RepairOptions, present,
                             decide_without_opening, fine_as_is, repair_file, repair_many)
+from .work_lock import locks_manifest
 
 __all__ = ["RepairOptions", "repair_manifest", "repair_file", "fine_as_is", "REPAIRABLE"]
 
@@ -77,6 +78,7 @@ def _already_done(row: dict, key: str, folder: Path) -> bool:
     return not present(rp) or (folder / rp).is_file()
 
 
+@locks_manifest()
 def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = RepairOptions(), *,
                     workers: int | None = None, progress: bool = True):
     """Repair every file row of the manifest (in place); return the updated `Manifest`."""

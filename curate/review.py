@@ -33,6 +33,7 @@ from manifests.paths import sample_image_path, source_path
 from manifests.schema.review import DECISIONS
 
 from .filter import FilterOptions, applicable_rules, decide
+from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,7 @@ def decision_of(tags) -> str | None:
     return None
 
 
+@locks_manifest()
 def pull_decisions(manifest_path: str | Path) -> int:
     """Write the reviewer's tags into the manifest by sample_id; returns the number of decisions.
 

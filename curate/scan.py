@@ -50,6 +50,7 @@ from manifests.schema import core
 from .pool import resolve_workers, run_checkpointed
 from .report import is_report_folder
 from .probe import content_digest, probe_many
+from .work_lock import manifest_lock
 from .walk import Entry, walk_files
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,15 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
         raise UserError(f"not a folder: {root} (curate scan takes a folder of images)")
     root = root.resolve()
     manifest_path = Path(os.path.abspath(manifest_path))
-    workers = resolve_workers(workers)
+    try:
+        manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder of {manifest_path}: {exc.strerror or exc}") from exc
+    with manifest_lock(manifest_path):
+        return _scan_locked(root, manifest_path, opts, resolve_workers(workers), progress)
+
+
+def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: int, progress: bool) -> Manifest:
     previous = _load_previous(manifest_path, root)
     opts = opts.with_previous(previous)
     exclude, excluded = _exclusions(manifest_path)

@@ -22,6 +22,7 @@ from manifests.paths import present
 
 from . import checks
 from .row_jobs import JobImageError, PartialLog, load_job_rgb, row_job, run_jobs, stale_jobs
+from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
     return out
 
 
+@locks_manifest()
 def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
                    progress: bool = True) -> Manifest:
     """Measure every row's crop (resuming), score and flag; rewrite the manifest in place."""
@@ -170,6 +172,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     return m
 
 
+@locks_manifest()
 def reflag(manifest_path, thresholds: dict[str, float]) -> Manifest:
     """Recompute `NAME_flag` from the stored `NAME_score` with new thresholds (no image I/O)."""
     manifest_path = Path(manifest_path)

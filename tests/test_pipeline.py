@@ -167,3 +167,63 @@ def test_a_second_run_on_the_same_work_folder_says_who_holds_it(tmp_path, curate
         time.sleep(0.2)
     assert code == 0, err
     assert (work / "manifest.parquet").exists()
+
+
+def test_a_stage_on_a_locked_work_folder_says_who_holds_it(tmp_path, curate_cli):
+    """Every stage that rewrites a manifest holds its folder's lock (the one `curate run` takes):
+    a second writer stops in one line and the manifest is untouched; once the holder is gone, the
+    stage runs."""
+    import signal
+    import subprocess
+    import sys
+
+    photos, work = tmp_path / "photos", tmp_path / "work"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(photos / "a.png")
+    manifest = work / "manifest.parquet"
+    assert curate_cli(["scan", str(photos), "-o", str(manifest), "--no-progress"])[0] == 0
+    before = manifest.read_bytes()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from curate.work_lock import manifest_lock\n"
+         "with manifest_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)", str(manifest)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in (["scan", str(photos), "-o", str(manifest), "--no-progress"],
+                     ["repair", "--manifest", str(manifest), "--no-progress"],
+                     ["score", "--manifest", str(manifest), "--no-progress"],
+                     ["dedupe", "--manifest", str(manifest), "--no-progress"],
+                     ["filter", "--manifest", str(manifest)]):
+            code, _, err = curate_cli(args)
+            assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+            assert f"pid {holder.pid}" in err and f"{work}: another curate run" in err, (args, err)
+        assert manifest.read_bytes() == before
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    code, _, err = curate_cli(["repair", "--manifest", str(manifest), "--no-progress"])
+    assert code == 0, err
+
+
+def test_the_lock_is_reentrant_within_one_process(tmp_path):
+    """`curate run` holds the work folder's lock and calls stages that take the same lock."""
+    from curate.work_lock import manifest_lock
+
+    (tmp_path / "manifest.parquet").write_bytes(b"")
+    with manifest_lock(tmp_path / "manifest.parquet"):
+        with manifest_lock(tmp_path / "manifest.parquet"):
+            pass
+        with manifest_lock(tmp_path / "manifest.parquet"):   # still held after the inner one left
+            code = subprocess_holds(tmp_path / "manifest.parquet")
+    assert "another curate run" in code
+    assert subprocess_holds(tmp_path / "manifest.parquet") == "free"
+
+
+def subprocess_holds(manifest) -> str:
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom curate.work_lock import manifest_lock\nfrom manifests.errors import UserError\n"
+             "try:\n    with manifest_lock(sys.argv[1]):\n        print('free')\nexcept UserError as e:\n    print(e)")
+    return subprocess.run([sys.executable, "-c", probe, str(manifest)], capture_output=True, text=True,
+                          timeout=60).stdout.strip()

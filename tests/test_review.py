@@ -244,15 +244,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listener(root_pid: int, port: int):
+    """The process (`root_pid` or one of its descendants) that listens on `port`."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in p.net_connections("tcp")):
+                return p
+        except psutil.Error:
+            continue
+    return None
+
+
 def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
-    """The real `curate review` serves the App; a tag made meanwhile is in the manifest after Ctrl-C."""
+    """The real `curate review` serves the App; a tag made meanwhile is in the manifest after Ctrl-C.
+    Run as a user would who never heard of FIFTYONE_DO_NOT_TRACK: the App's server process has
+    tracking off."""
     from curate.review import dataset_name
 
+    fo.list_datasets()   # the database runs for this test process: run alone, the review's own mongod
+    #                      would outlive it (this process is its client) and hold its stdout open
     port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DO_NOT_TRACK"}
     proc = subprocess.Popen([sys.executable, "-c", "from curate.cli import main; main()", "review",
                              "--manifest", str(manifest), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=os.environ.copy(), start_new_session=True)
+                            env=env, start_new_session=True)
     try:
         url, lines, deadline = None, [], time.monotonic() + 180
         while url is None and time.monotonic() < deadline:
@@ -264,6 +283,10 @@ def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
                 url = line.split()[2]
         assert url == f"http://127.0.0.1:{port}/", "".join(lines[-20:])
         assert urllib.request.urlopen(url, timeout=30).status == 200
+        server = _listener(proc.pid, port)
+        assert server is not None and server.pid != proc.pid      # the App's own server process
+        # FiftyOne hands its do_not_track to the server as "1"/"0"
+        assert server.environ().get("FIFTYONE_DO_NOT_TRACK") in ("1", "true"), server.cmdline()
         sid = read_manifest(manifest).df["sample_id"][1]
         # this test process is not the one serving the App: tag here, as a second client would
         sample = fo.load_dataset(dataset_name(manifest)).one(fo.ViewField("sample_id") == sid)
