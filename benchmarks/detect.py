@@ -47,9 +47,9 @@ def per_file(det, files, imgsz, conf) -> float:
 
 
 def streamed(det, files, imgsz, conf, batch, workers) -> float:
-    from curate.detect import _Job, stream_detections
+    from curate.detect_stream import Job, stream_detections
 
-    jobs = [_Job(pos=i, sample_id=str(i), path=f, sha256="", decoded_from="") for i, f in enumerate(files)]
+    jobs = [Job(pos=i, sample_id=str(i), path=f, sha256="", decoded_from="") for i, f in enumerate(files)]
     t = time.perf_counter()
     for d in stream_detections(det, jobs, imgsz=imgsz, conf=conf, batch=batch, workers=workers):
         if d.status is not None:

@@ -38,7 +38,8 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from .hashing import HASHERS
-from .row_jobs import JobImageError, PartialLog, _list, load_job_rgb, row_job, run_jobs, stale_jobs
+from .row_jobs import JobImageError, _list, load_job_rgb, relative_source, row_job, stale_jobs
+from .row_stage import Journal, run_rows
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         # keeper quality comes from `curate score` when it has run: no second measurement
         job["measure"] = not (present(r.get("blur_raw")) and present(r.get("busy_raw")))
         jobs.append(job)
-    plog = PartialLog(manifest_path, STAGE, _key(opts))
+    plog = Journal(manifest_path, STAGE, _key(opts))
     done = {} if opts.force else plog.load()
     if opts.force:
         plog.remove()
@@ -376,8 +377,8 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     todo = stale_jobs(jobs, done, folder, "hash_source")
     log.info("dedupe: %d row(s) to hash, %d reused", len(todo), len(jobs) - len(todo))
     workers = resolve_workers(opts.workers)
-    run_jobs(partial(hash_chunk, method=opts.method), todo, done, plog, folder, "hash_source",
-             workers=workers, progress=progress, desc="dedupe: hashing")
+    run_rows(partial(hash_chunk, method=opts.method), todo, done, plog, workers=workers, progress=progress,
+             desc="dedupe: hashing", unit="img", prepare=lambda r: {**r, "hash_source": relative_source(folder, r["hash_source"])})
     res_cols = ["sample_id", *HASH_COLUMNS, "hash_source", "q_area", "q_size", "q_sharp", "q_busy"]
     res = pd.DataFrame([{**{c: None for c in res_cols}, **done.get(j["sample_id"], {}),
                          "sample_id": j["sample_id"]} for j in jobs], columns=res_cols)

@@ -1,4 +1,5 @@
-"""Run per-file work over processes in chunks, with a progress bar, and checkpoint as it goes."""
+"""Run per-file work over processes in chunks, with a progress bar (stages use it through
+`curate.row_stage`)."""
 from __future__ import annotations
 
 import logging
@@ -117,45 +118,3 @@ def map_chunks(fn: Callable[[list[T]], list[R]], items: Sequence[T], *, workers:
                 raise
     finally:
         bar.close()
-
-
-class Checkpoint:
-    """Says when to write progress: every `every` items or `seconds` seconds, whichever first."""
-
-    def __init__(self, every: int, seconds: float):
-        self.every = max(1, every)
-        self.seconds = seconds
-        self._count = 0
-        self._last = time.monotonic()
-
-    def add(self, n: int) -> bool:
-        """Count `n` finished items; True when a checkpoint is due (and restart the clocks)."""
-        self._count += n
-        if self._count >= self.every or time.monotonic() - self._last >= self.seconds:
-            self._count = 0
-            self._last = time.monotonic()
-            return True
-        return False
-
-
-def run_checkpointed(fn: Callable[[list[T]], list[R]], items: Sequence[T],
-                     on_chunk: Callable[[list[R]], None], write: Callable[..., None], *, workers: int,
-                     chunk_size: int, every: int, seconds: float, progress: bool = True,
-                     desc: str = "") -> None:
-    """`map_chunks(fn, items)`, handing each result to `on_chunk`, with checkpoints.
-
-    `write(complete=False)` runs whenever a `Checkpoint(every, seconds)` is due and on
-    Ctrl-C (which is then re-raised, so the next run resumes from there);
-    `write(complete=True)` runs once all items are done.
-    """
-    ckpt = Checkpoint(every, seconds)
-    try:
-        for out in map_chunks(fn, items, workers=workers, chunk_size=chunk_size,
-                              progress=progress, desc=desc):
-            on_chunk(out)
-            if ckpt.add(len(out)):
-                write(complete=False)
-    except KeyboardInterrupt:
-        write(complete=False)  # keep what was done; the next run resumes from here
-        raise
-    write(complete=True)

@@ -18,7 +18,8 @@ crop_index > 0 (added by detect) get the same repair columns as their file.
 - anything else that did not scan `ok` (empty, not_an_image, too_large, ...): `skipped`.
 
 Resume: a row already repaired with the same `repair_key` whose cache file still
-exists is not redone; the manifest is rewritten every `checkpoint_every` rows.
+exists is not redone; the manifest is rewritten every `checkpoint_every` rows, and the rows an
+interrupted run finished come back from its journal (`curate.row_stage`).
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ from manifests.io import merge_columns
 from manifests.paths import cache_file, relative_to_manifest
 from manifests.schema import repair as repair_schema
 
-from .pool import resolve_workers, run_checkpointed
+from .pool import resolve_workers
 from .repair_worker import (REPAIR_COLUMNS, REPAIRABLE, RepairOptions, present,
                             decide_without_opening, fine_as_is, repair_file, repair_many)
+from .row_stage import Journal, run_rows
 from .work_lock import locks_manifest
 
 __all__ = ["RepairOptions", "repair_manifest", "repair_file", "fine_as_is", "REPAIRABLE"]
@@ -98,9 +100,15 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
     results: dict[str, dict] = {}
     todo: list[dict] = []
     reused = 0
+    journal = Journal(manifest_path, "repair", key)
+    journaled = journal.load()      # rows repaired by a run that was interrupted
     for r in rows:
         if _already_done(r, key, folder):
             reused += 1
+            continue
+        rec = journaled.get(r["sample_id"])
+        if rec is not None and (not present(rec.get("repaired_path")) or (folder / rec["repaired_path"]).is_file()):
+            results[r["sample_id"]] = rec
             continue
         decided = decide_without_opening(r, key)
         if decided is not None:
@@ -125,13 +133,9 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
     fn = partial(repair_many, root=m.root, opts=opts)
     items = [(r, *cache_target(manifest_path, r, key)) for r in todo]
 
-    def add(chunk: list[dict]) -> None:
-        for res in chunk:
-            results[res["sample_id"]] = res
-
-    run_checkpointed(fn, items, add, write, workers=workers, chunk_size=opts.chunk_size,
-                     every=opts.checkpoint_every, seconds=opts.checkpoint_seconds,
-                     progress=progress, desc="repair")
+    run_rows(fn, items, results, journal, workers=workers, chunk_size=opts.chunk_size, progress=progress,
+             desc="repair", publish=write, every=opts.checkpoint_every, seconds=opts.checkpoint_seconds)
+    journal.remove()
     counts = Counter(r["repair_action"] for r in results.values())
     log.info("repaired %s: %d row(s) unchanged since the last repair; %s", manifest_path, reused,
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

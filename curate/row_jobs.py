@@ -1,15 +1,14 @@
 """Per-row jobs of the pixel stages (score, dedupe): what a worker needs for a row, its image, and
-results kept in a partial log as they come so an interrupted stage resumes.
+which rows still need doing (they run through `curate.row_stage.run_rows`).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from manifests.paths import cache_dir, decoded_path, present, sample_image_path
+from manifests.paths import decoded_path, present, sample_image_path
 
 
 def _list(v):
@@ -58,61 +57,13 @@ def load_job_rgb(job: dict, key: str = "sample"):
         raise JobImageError(f"{type(exc).__name__}: {exc}") from None
 
 
-class PartialLog:
-    """Results appended to `cache/<stage>/partial-<manifest>-<key>.jsonl` as they come, so an
-    interrupted run resumes; removed once the manifest is written."""
-
-    def __init__(self, manifest_path: Path, stage: str, key: str):
-        self.path = cache_dir(manifest_path, stage) / f"partial-{Path(manifest_path).stem}-{key}.jsonl"
-
-    def load(self) -> dict[str, dict]:
-        done: dict[str, dict] = {}
-        if not self.path.exists():
-            return done
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut by the interruption: everything before it is good
-                done[rec["sample_id"]] = rec
-        return done
-
-    def append(self, recs: list[dict]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            for r in recs:
-                f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def remove(self) -> None:
-        if self.path.exists():
-            self.path.unlink()
-
-
 def stale_jobs(jobs: list[dict], done: dict[str, dict], folder: Path, source_col: str) -> list[dict]:
     """The jobs (see `row_job`) with no result in `done`, or one made from another source file."""
     return [j for j in jobs if j["sample_id"] not in done
-            or done[j["sample_id"]].get(source_col) not in (j["sample"], _rel(folder, j["sample"]))]
+            or done[j["sample_id"]].get(source_col) not in (j["sample"], relative_source(folder, j["sample"]))]
 
 
-def run_jobs(fn, todo: list[dict], done: dict[str, dict], plog: PartialLog, folder: Path,
-             source_col: str, *, workers: int, progress: bool, desc: str) -> None:
-    """Run `fn` over chunks of `todo` (see `curate.pool.map_chunks`); each result gets its
-    `source_col` made relative to the manifest folder, goes to `plog` (for resuming) and
-    into `done` by sample_id."""
-    from .pool import map_chunks
-
-    for chunk in map_chunks(fn, todo, workers=workers, chunk_size=16, progress=progress, desc=desc,
-                            unit="img"):
-        for r in chunk:
-            r[source_col] = _rel(folder, r[source_col])
-        plog.append(chunk)
-        for r in chunk:
-            done[r["sample_id"]] = r
-
-
-def _rel(folder: Path, p: str) -> str:
+def relative_source(folder: Path, p: str) -> str:
     """`p` relative to the manifest folder when inside it, else as given (symlinks not followed:
     a user's path may be a broken link or a link loop)."""
     ap, af = os.path.abspath(p), os.path.abspath(folder)

@@ -47,9 +47,10 @@ from manifests.io import Manifest
 from manifests.paths import is_ours
 from manifests.schema import core
 
-from .pool import resolve_workers, run_checkpointed
+from .pool import resolve_workers
 from .report import is_report_folder
 from .probe import content_digest, probe_many
+from .row_stage import pooled, run_chunks, sweep_leftovers
 from .work_lock import manifest_lock
 from .walk import Entry, walk_files
 
@@ -208,6 +209,7 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
 
 
 def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: int, progress: bool) -> Manifest:
+    sweep_leftovers(manifest_path)
     previous = _load_previous(manifest_path, root)
     opts = opts.with_previous(previous)
     exclude, excluded = _exclusions(manifest_path)
@@ -305,9 +307,8 @@ def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: in
                 r["sample_id"] = sample_id(content_digest(r), r["path"], 0)
             done[r["path"]] = r
 
-    run_checkpointed(fn, todo, add, write, workers=workers, chunk_size=opts.chunk_size,
-                     every=opts.checkpoint_every, seconds=opts.checkpoint_seconds,
-                     progress=progress, desc="scan")
+    run_chunks(pooled(fn, todo, workers=workers, chunk_size=opts.chunk_size, progress=progress, desc="scan"),
+               add, every=opts.checkpoint_every, seconds=opts.checkpoint_seconds, publish=write)
     restated = restatused()
     if restated and any(c not in CORE_COLUMNS for c in old.columns):
         log.warning("%d file(s) changed status on this scan; their repair, detect and later columns "

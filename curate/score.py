@@ -21,7 +21,8 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
-from .row_jobs import JobImageError, PartialLog, load_job_rgb, row_job, run_jobs, stale_jobs
+from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
+from .row_stage import Journal, run_rows
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         j["touch"] = checks.row_touch(r)
         j["row_raw"] = checks.row_raw(r)
         jobs.append(j)
-    plog = PartialLog(manifest_path, STAGE, _key(opts))
+    plog = Journal(manifest_path, STAGE, _key(opts))
     if opts.force:
         plog.remove()
     done = {} if opts.force else plog.load()
@@ -139,8 +140,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     # checks measured from the detections (`from_row`) are taken from the current row on every run
     log.info("score: %d row(s) to measure, %d reused", len(todo), len(jobs) - len(todo))
     workers = resolve_workers(opts.workers)
-    run_jobs(partial(score_chunk, size=opts.size), todo, done, plog, folder, "score_source",
-             workers=workers, progress=progress, desc="score")
+    run_rows(partial(score_chunk, size=opts.size), todo, done, plog, workers=workers, progress=progress,
+             desc="score", unit="img", prepare=lambda r: {**r, "score_source": relative_source(folder, r["score_source"])})
     recs = []
     for j in jobs:
         r = dict(done.get(j["sample_id"], {}))

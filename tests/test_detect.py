@@ -116,7 +116,7 @@ def test_cut_off_within_a_few_pixels_of_the_border():
 
 
 def test_primary_is_largest_area_times_confidence_and_overlaps_are_recorded():
-    from curate.detect import describe_bike, rank_motorbikes
+    from curate.detect_results import describe_bike, rank_motorbikes
 
     d = lambda label, conf, *b: dict(label=label, conf=conf, x0=b[0], y0=b[1], x1=b[2], y1=b[3])  # noqa: E731
     small_sure = d("motorcycle", 0.95, 10, 10, 30, 30)        # 400 * 0.95
@@ -373,7 +373,7 @@ def test_rows_whose_repaired_copy_changed_or_vanished_are_detected_again(tmp_pat
 
 
 def test_group_batches_groups_by_key_and_bounds_the_wait():
-    from curate.detect import group_batches
+    from curate.detect_stream import group_batches
 
     items = [("a", 0), ("b", 1), ("a", 2), ("a", 3), ("b", 4), ("c", 5), ("a", 6), ("b", 7)]
     got = list(group_batches(items, key=lambda t: t[0], size=3, window=100))
