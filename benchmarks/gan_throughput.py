@@ -3,7 +3,7 @@
 (a) blog: a faithful reimplementation of the notebook's loop: JPEG files on disk decoded by PIL
     every step, torchvision transforms (Resize, CenterCrop, flip p=0.5, rotation <=5 deg p=0.3),
     a DataLoader (shuffle, workers), fp32, batch 64, the RaLSGAN updates.
-(b) ours: `gan.train.make_step` at the seed preset: uint8 data on the device, augmentation there,
+(b) ours: `gan.step.make_step` at the seed preset: uint8 data on the device, augmentation there,
     draws from the step generator, at batch 64 and 256, with the speed switches (bf16 autocast,
     channels_last, the whole step in one CUDA graph on CUDA).
 
@@ -34,7 +34,7 @@ from gan import augment  # noqa: E402
 from gan.config import PRESETS  # noqa: E402
 from gan.data import StepRandom  # noqa: E402
 from gan.models import build_models  # noqa: E402
-from gan.train import GraphedStep, build_state, make_step  # noqa: E402
+from gan.step import GraphedStep, build_state, make_step  # noqa: E402
 
 VARIANTS = {          # name -> (precision, channels_last, cuda_graph)
     "fp32": ("fp32", False, False),

@@ -15,17 +15,13 @@ Ctrl-C say, writes only the missing PNGs; a folder holding PNGs made otherwise i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
-import math
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from manifests.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from manifests.outpaths import check_out_dir, check_out_file
@@ -33,10 +29,10 @@ from manifests.outpaths import check_out_dir, check_out_file
 from .checkpoint import load_checkpoint
 from .config import GenerateOptions, TrainConfig, UserError
 from .models import Generator
+from .sampling import CHUNK, noise_chunks, sample, weights_sha256
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64                  # images per generator forward pass (BatchNorm batch statistics)
 RECORD = "generate.json"    # what made the PNGs of an output folder
 
 
@@ -52,60 +48,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"--device {device}: use auto, cpu, cuda or cuda:N")
     return dev
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 on the CPU."""
-    x = ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-@contextlib.contextmanager
-def frozen_buffers(model: nn.Module):
-    """Run the model in train mode (BatchNorm batch statistics) and restore its buffers afterwards."""
-    saved = [b.detach().clone() for b in model.buffers()]
-    was_training = model.training
-    model.train()
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            for b, s in zip(model.buffers(), saved):
-                b.copy_(s)
-        model.train(was_training)
-
-
-@torch.no_grad()
-def sample(G: nn.Module, z: torch.Tensor, batch: int = CHUNK) -> np.ndarray:
-    """Generate from noise `z` (N, nz) in forward passes of `batch`; returns (N, H, W, 3) uint8."""
-    device = next(G.parameters()).device
-    out = []
-    with frozen_buffers(G):
-        for i in range(0, len(z), batch):
-            out.append(to_uint8(G(z[i:i + batch].to(device))))
-    return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
-
-
-def noise_chunks(nz: int, seed: int):
-    """The seeded noise stream, CHUNK vectors at a time: (CHUNK, nz) tensors, forever."""
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        yield torch.randn(CHUNK, nz, generator=gen)
-
-
-def sample_n(G: Generator, n: int, seed: int) -> np.ndarray:
-    """The first `n` images of the stream seeded by `seed`, exactly as `gan generate --seed` writes them."""
-    chunks = noise_chunks(G.nz, seed)
-    return np.concatenate([sample(G, next(chunks)) for _ in range(math.ceil(n / CHUNK))])[:n]
-
-
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 over the names and bytes of a module's parameters and buffers."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def load_generator(checkpoint: Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[Generator, TrainConfig]:
