@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from manifests.errors import UserError
+from common.errors import UserError
 
 KEEP = "keep"
 REJECT = "reject"          # a reviewer's tag: rejected, reason not given

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from manifests import read_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 
 from .filter import FilterOptions, decide
 from .work_lock import locks_manifest

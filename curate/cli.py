@@ -1,7 +1,7 @@
 """`curate`: a thin CLI over the curate stages (each subcommand lives with its stage)."""
 import click
 
-from manifests.clitools import LazyGroup, run_main, setup_logging
+from common.clitools import LazyGroup, run_main, setup_logging
 
 COMMANDS = {
     "scan": "curate.scan_cli:scan",

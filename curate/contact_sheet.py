@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from manifests.atomic import atomic_path
+from common.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

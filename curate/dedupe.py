@@ -345,7 +345,7 @@ HASH_COLUMNS = ("pixel_hash", "phash", "phash_mirror", "phash_fine", "phash_fine
 def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
                     progress: bool = True) -> Manifest:
     """Hash every row (resuming), group duplicates, choose keepers; rewrite the manifest in place."""
-    from .pool import resolve_workers
+    from common.pool import resolve_workers
 
     opts.validate()
     manifest_path = Path(manifest_path)

@@ -29,7 +29,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.paths import present
 
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key

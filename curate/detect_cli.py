@@ -52,7 +52,7 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
     scan resumes by size and mtime, so new files are added and changed ones redone cheaply.
     Put `--` before a FOLDER whose name starts with `-` (after the options).
     """
-    from manifests.errors import UserError
+    from common.errors import UserError
 
     from .detect import detect_manifest
     from .detector import resolve_device, resolve_weights
@@ -84,7 +84,7 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
 
 
 def _check_same_root(manifest: Path, folder: Path) -> None:
-    from manifests.errors import UserError
+    from common.errors import UserError
     from manifests.io import read_manifest
 
     m = read_manifest(manifest)

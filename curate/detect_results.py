@@ -108,7 +108,7 @@ class DetectResults:
         self.extras[job.sample_id] = extras
 
     def _write_crop(self, job: Job, bgr, crop_box) -> dict:
-        from manifests.atomic import write_bytes_atomic
+        from common.atomic import write_bytes_atomic
         from manifests.paths import cache_file, relative_to_manifest
 
         from .crop import crop_digest, crop_png

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.ids import file_sha256
 
 log = logging.getLogger(__name__)

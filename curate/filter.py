@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from manifests import Manifest, read_manifest, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.paths import is_within
 
 from .work_lock import locks_manifest

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests import read_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.paths import CACHE_DIRNAME, claim_folder
 
 log = logging.getLogger(__name__)

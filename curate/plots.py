@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests.atomic import atomic_path
+from common.atomic import atomic_path
 
 
 def score_histogram(groups: dict[str, np.ndarray], out: Path, *, title: str,

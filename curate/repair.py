@@ -34,12 +34,12 @@ from pathlib import Path
 import pandas as pd
 
 from manifests import read_manifest, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.io import merge_columns
 from manifests.paths import cache_file, relative_to_manifest
 from manifests.schema import repair as repair_schema
 
-from .pool import resolve_workers
+from common.pool import resolve_workers
 from .repair_worker import (REPAIR_COLUMNS, REPAIRABLE, RepairOptions, present,
                             decide_without_opening, fine_as_is, repair_file, repair_many)
 from .row_stage import Journal, run_rows

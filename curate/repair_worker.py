@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 from PIL import Image, ImageColor
 
-from manifests.atomic import atomic_path
+from common.atomic import atomic_path
 
 from .frames import best_frame
 from .sniff import register_optional_decoders
@@ -45,7 +45,7 @@ class RepairOptions:
     _NOT_IN_KEY = ("png_compress_level", "checkpoint_every", "checkpoint_seconds", "chunk_size")
 
     def background_rgb(self) -> tuple[int, int, int]:
-        from manifests.errors import UserError
+        from common.errors import UserError
 
         try:
             rgb = ImageColor.getrgb(self.background)
@@ -55,7 +55,7 @@ class RepairOptions:
         return tuple(rgb[:3])
 
     def check(self) -> None:
-        from manifests.errors import UserError
+        from common.errors import UserError
 
         self.background_rgb()
         if not 0.0 <= self.min_recovered <= 1.0:

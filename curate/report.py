@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from manifests import read_manifest
-from manifests.atomic import write_text_atomic
-from manifests.errors import UserError
+from common.atomic import write_text_atomic
+from common.errors import UserError
 from manifests.paths import is_within, present, sample_image_path
 
 from .contact_sheet import SheetOptions, contact_sheet

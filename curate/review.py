@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from manifests import COLUMNS, read_manifest, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.paths import sample_image_path, source_path
 from manifests.schema.review import DECISIONS
 
@@ -159,7 +159,7 @@ def _placeholder(manifest_path: Path, text: str) -> Path:
     shows images only; the original file stays in the `source` field)."""
     from PIL import Image, ImageDraw
 
-    from manifests.atomic import atomic_path
+    from common.atomic import atomic_path
     from manifests.paths import cache_file
 
     digest = hashlib.sha256(f"placeholder:{text}".encode()).hexdigest()

@@ -36,7 +36,7 @@ def review(manifest_path, port, address, pull, no_launch):
     from . import review as rv
 
     if not Path(manifest_path).exists():
-        from manifests.errors import UserError
+        from common.errors import UserError
 
         raise UserError(f"--manifest {manifest_path}: not found")
     if pull:

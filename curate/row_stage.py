@@ -94,7 +94,7 @@ class Journal:
 
 
 def is_leftover(name: str) -> bool:
-    """A temp file of `manifests.atomic` (`.<name>.<random><suffix>`) or of an older version."""
+    """A temp file of `common.atomic` (`.<name>.<random><suffix>`) or of an older version."""
     return name.startswith(".") and name.count(".") >= 2 and name != ".gitignore"
 
 
@@ -147,8 +147,8 @@ def run_chunks(chunks: Iterable[list], on_chunk: Callable[[list], None], *, ever
 
 def pooled(fn: Callable[[list], list], items: Sequence, *, workers: int, chunk_size: int = 16,
            progress: bool = True, desc: str = "", unit: str = "file") -> Iterable[list]:
-    """`curate.pool.map_chunks`, looked up when called (tests shrink its chunks)."""
-    from . import pool
+    """`common.pool.map_chunks`, looked up when called (tests shrink its chunks)."""
+    from common import pool
 
     return pool.map_chunks(fn, items, workers=workers, chunk_size=chunk_size, progress=progress,
                            desc=desc, unit=unit)

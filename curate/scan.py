@@ -42,12 +42,12 @@ from pathlib import Path
 import pandas as pd
 
 from manifests import is_manifest, read_manifest, sample_id, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.io import Manifest
 from manifests.paths import is_ours
 from manifests.schema import core
 
-from .pool import resolve_workers
+from common.pool import resolve_workers
 from .report import is_report_folder
 from .probe import content_digest, probe_many
 from .row_stage import pooled, run_chunks, sweep_leftovers

@@ -103,7 +103,7 @@ def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
 def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
                    progress: bool = True) -> Manifest:
     """Measure every row's crop (resuming), score and flag; rewrite the manifest in place."""
-    from .pool import resolve_workers
+    from common.pool import resolve_workers
 
     if not 32 <= opts.size <= 2048:
         raise UserError(f"--size must be in 32..2048 (got {opts.size})")

@@ -53,7 +53,7 @@ Examples:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, force, no_progress):
     """Score every sample's crop: busy background, blur, exposure, small subject, aspect, grey."""
-    from manifests.errors import UserError
+    from common.errors import UserError
 
     from .score import reflag, score_manifest
 

@@ -23,7 +23,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from manifests.errors import UserError
+from common.errors import UserError
 from manifests.paths import CACHE_DIRNAME, claim_folder
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from manifests.atomic import atomic_path
+from common.atomic import atomic_path
 
 FORMAT = 1
 

@@ -1,7 +1,7 @@
 """`gan`: train a RaLSGAN on a manifest, generate PNGs, compute FID/KID/MiFID."""
 import click
 
-from manifests.clitools import LazyGroup, run_main, setup_logging
+from common.clitools import LazyGroup, run_main, setup_logging
 
 COMMANDS = {
     "train": "gan.train_cli:train",

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from manifests.errors import UserError  # light: no pandas/pyarrow
+from common.errors import UserError  # light: no pandas/pyarrow
 
 
 DIFFAUG_OPS = ("color", "translation", "cutout")   # gan.augment.DIFF_OPS (kept here so config needs no torch)

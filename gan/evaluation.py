@@ -137,7 +137,7 @@ def evaluate_generated(generated, *, manifest=None, real=None, inception_weights
     manifest = None if manifest is None else Path(manifest)
     real = None if real is None else Path(real)
     cache_dir = None if cache_dir is None else Path(cache_dir)
-    from manifests.outpaths import check_out_dir
+    from common.outpaths import check_out_dir
 
     from . import metrics as M
     from .metrics.inception import resolve_device

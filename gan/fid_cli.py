@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from manifests.atomic import write_text_atomic
+from common.atomic import write_text_atomic
 
 from .evaluation import DEFAULT_BATCH
 from .metrics import DEFAULT_METRICS, METRICS, WEIGHTLESS, EvalOptions
@@ -85,7 +85,7 @@ def fid(generated, manifest, real, inception_weights, metrics_spec, weightless, 
       gan fid -g out/images.zip --real pack.npy --inception-weights weights-inception-2015-12-05-6726825d.pth
       gan fid -g out/ --manifest work/clean.parquet --weightless
     """
-    from manifests.outpaths import check_out_file
+    from common.outpaths import check_out_file
 
     from .evaluation import evaluate_generated
 

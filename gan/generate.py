@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from manifests.atomic import atomic_path, write_bytes_atomic, write_text_atomic
-from manifests.outpaths import check_out_dir, check_out_file
+from common.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from common.outpaths import check_out_dir, check_out_file
 
 from .checkpoint import load_checkpoint
 from .config import GenerateOptions, TrainConfig, UserError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests.atomic import atomic_path, write_bytes_atomic
+from common.atomic import atomic_path, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 _RUN_RE = re.compile(r"^(\d{5,})-")

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from manifests.outpaths import check_out_dir
+from common.outpaths import check_out_dir
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, UserError

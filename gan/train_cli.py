@@ -102,7 +102,7 @@ def train(manifest, data, preset, out, resume_dir, device, inception_weights, pr
 
 def main(argv=None):
     """Entry point for `python -m gan.train_cli` (torchrun); needs only torch, click and tqdm."""
-    from manifests.clitools import run_main, setup_logging
+    from common.clitools import run_main, setup_logging
 
     setup_logging(1)
     run_main(train, "gan train", argv)

@@ -1,10 +1,10 @@
 """The Parquet manifest: the contract every stage reads and writes.
 
-Light by design: `manifests.errors` and `manifests.clitools` import without
+Light by design: `common.errors` and `common.clitools` import without
 pandas or pyarrow (the GAN trainer runs on machines that lack them); the
 reading and writing API is loaded on first use.
 """
-from .errors import ManifestError, UserError
+from common.errors import ManifestError, UserError
 
 _LAZY = {
     "Manifest": "io", "is_manifest": "io", "merge_columns": "io", "read_manifest": "io", "to_table": "io",

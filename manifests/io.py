@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
-from .errors import ManifestError
+from common.atomic import atomic_path
+from common.errors import ManifestError
 from .ids import file_sha256
 from .schema import COLUMNS, REQUIRED, SCHEMA_VERSION
 

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UserError
+from common.errors import UserError
 
 CACHE_DIRNAME = "cache"
 TAG_NAME = "CACHEDIR.TAG"
@@ -57,7 +57,7 @@ def claim_folder(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tag = folder / TAG_NAME
     if not tag.exists():
-        from .atomic import write_text_atomic
+        from common.atomic import write_text_atomic
 
         write_text_atomic(tag, TAG_TEXT)
     _CLAIMED.add(str(folder))

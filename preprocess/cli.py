@@ -1,5 +1,5 @@
 """`preprocess`: square 128x128 training images, packed for the trainer."""
-from manifests.clitools import run_main
+from common.clitools import run_main
 
 
 def main(argv=None):

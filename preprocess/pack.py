@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,22 +34,22 @@ import numpy as np
 
 from .packfile import (PACK_FORMAT, PackError, PackWriter, export_pngs, is_intact, load_pack,
                        read_sidecar, remove_pngs, sidecar_path, write_json_atomic)
-from .square import FILLS, MODES, REDUCING_GAP, RESAMPLE, magnification, to_rgb
+from .pack_columns import STAGE, columns, columns_match, write_columns
+from .pack_lock import locked
+from .pack_worker import ERROR, PACKED, PREP_STATUSES, SKIPPED, TOO_SMALL, default_workers
+from .pack_worker import results
+from .square import FILLS, MODES, REDUCING_GAP, RESAMPLE
 
 __all__ = ["PackError", "PackInfo", "PrepOptions", "ensure_pack", "load_pack", "preprocess_manifest",
            "select_rows"]
 
 log = logging.getLogger(__name__)
 
-STAGE = "preprocess"
 PACK_DIRNAME = "pack"
-PACKED, TOO_SMALL, ERROR, SKIPPED = "packed", "too_small", "error", "skipped"
-PREP_STATUSES = (PACKED, TOO_SMALL, ERROR, SKIPPED)
 SIZE_RANGE = (8, 1024)
 # Manifest columns that decide a sample's pixels (absent ones count as null), fingerprinted
 # with the size and mtime of the file read.
 INPUT_COLUMNS = ("sample_id", "sha256", "crop_box", "crop_path", "crop_sha256", "repaired_path", "repair_key")
-POOL_MIN_TASKS = 32  # fewer images are done in-process: starting workers would take longer
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class PrepOptions:
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
             problems.append(f"workers must be a positive integer or None, got {self.workers!r}")
         if problems:
-            from manifests.errors import UserError
+            from common.errors import UserError
 
             raise UserError("; ".join(problems))
 
@@ -178,7 +177,7 @@ def _plain(v):
 
 def _plan(manifest_path, opts: PrepOptions, out_dir) -> _Plan:
     from manifests import read_manifest
-    from manifests.errors import UserError
+    from common.errors import UserError
     from manifests.paths import sample_image_path
 
     manifest_path = Path(manifest_path)
@@ -208,142 +207,6 @@ def _plan(manifest_path, opts: PrepOptions, out_dir) -> _Plan:
     return _Plan(manifest=m, manifest_path=manifest_path, mask=mask, reasons=reasons, rows=rows,
                  paths=paths, params=params, fingerprint=fingerprint,
                  npy_path=_pack_folder(manifest_path, out_dir) / f"{opts.stem}.npy")
-
-
-# --------------------------------------------------------------------------- per-image work
-
-def prepare_one(task: tuple) -> tuple[str, str | None, float | None, np.ndarray | None]:
-    """(path, size, mode, fill, resample, max_upscale) -> (prep_status, reason, scale, image or None).
-
-    Runs in worker processes: reads one file, makes it square; never raises for
-    a bad file (the reason says what went wrong).
-    """
-    from PIL import Image
-
-    path, size, mode, fill, resample, max_upscale = task
-    unreadable = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-    try:
-        im = Image.open(path)
-    except unreadable as exc:
-        return ERROR, f"{type(exc).__name__}: {exc}", None, None
-    with im:
-        try:
-            img = to_rgb(im)  # decodes
-        except unreadable as exc:
-            return ERROR, f"{type(exc).__name__}: {exc}", None, None
-        w, h = img.size
-        scale = magnification(w, h, size, mode)
-        if scale > max_upscale * (1 + 1e-9):
-            why = f"{w}x{h} needs {scale:.2f}x to reach {size}px (max_upscale {max_upscale:g})"
-            return TOO_SMALL, why, scale, None
-        return PACKED, None, scale, MODES[mode](img, size, fill, resample)
-
-
-def default_workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    return max(1, min(n, 16))
-
-
-def start_method() -> str:
-    """`fork` on Linux, else `spawn`; $MOTOCURATE_START_METHOD overrides (as in `curate.pool`).
-
-    spawn/forkserver workers re-import the parent's main module, which for the
-    CLIs means pandas and pyarrow: about a second per worker. Forking is safe
-    here because `prepare_one` uses only Pillow and numpy, no library whose
-    threads (pyarrow's) could hold a lock at fork time.
-    """
-    default = "fork" if sys.platform.startswith("linux") else "spawn"
-    return os.environ.get("MOTOCURATE_START_METHOD") or default
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Pool initializer: end the worker when its parent is gone (e.g. killed), instead of
-    waiting on the task pipe forever."""
-    import threading
-    import time
-
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _results(tasks: list[tuple], workers: int, progress: bool):
-    """prepare_one over tasks, in order, in `workers` processes, with a progress bar."""
-    from tqdm import tqdm
-
-    with tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress) as bar:
-        if workers <= 1 or len(tasks) < POOL_MIN_TASKS:
-            for t in tasks:
-                r = prepare_one(t)
-                bar.update()        # before the yield: the consumer may not come back for the last one
-                yield r
-            return
-        import multiprocessing as mp
-
-        ctx = mp.get_context(start_method())
-        n = min(workers, len(tasks))
-        chunk = max(1, min(16, len(tasks) // (n * 8)))
-        with ctx.Pool(n, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
-            for r in pool.imap(prepare_one, tasks, chunksize=chunk):
-                bar.update()
-                yield r
-
-
-# --------------------------------------------------------------------------- manifest columns
-
-def _columns(plan: _Plan, meta: dict) -> dict[str, list]:
-    """pack_index / prep_status / prep_reason / prep_scale for every manifest row, from a sidecar."""
-    df = plan.manifest.df
-    n = len(df)
-    index = [None] * n
-    status = [SKIPPED] * n
-    reason = list(plan.reasons)
-    scale = [None] * n
-    pos = {sid: i for i, sid in enumerate(df["sample_id"].tolist())}
-    for k, (sid, sc) in enumerate(zip(meta["ids"], meta["scales"])):
-        i = pos[sid]
-        index[i], status[i], reason[i], scale[i] = k, PACKED, None, sc
-    for sid, (st, why, sc) in meta["rejected"].items():
-        i = pos[sid]
-        status[i], reason[i], scale[i] = st, why, sc
-    return {"pack_index": index, "prep_status": status, "prep_reason": reason, "prep_scale": scale}
-
-
-def _columns_match(df, cols: dict[str, list]) -> bool:
-    import pandas as pd
-
-    for name in ("pack_index", "prep_status"):
-        if name not in df.columns:
-            return False
-        have = [None if pd.isna(v) else v for v in df[name].tolist()]
-        if have != cols[name]:
-            return False
-    return True
-
-
-def _write_columns(plan: _Plan, meta: dict, cols: dict[str, list]) -> None:
-    import pandas as pd
-
-    from manifests import write_manifest
-
-    m = plan.manifest
-    m.df["pack_index"] = pd.array(cols["pack_index"], dtype="Int32")
-    m.df["prep_status"] = pd.array(cols["prep_status"], dtype="string")
-    m.df["prep_reason"] = pd.array(cols["prep_reason"], dtype="string")
-    m.df["prep_scale"] = np.array([np.nan if v is None else v for v in cols["prep_scale"]], dtype=np.float32)
-    try:
-        pack = plan.npy_path.relative_to(m.folder).as_posix()
-    except ValueError:
-        pack = str(plan.npy_path)
-    params = {**plan.params, "fingerprint": plan.fingerprint, "pack": pack, "n": meta["n"],
-              "counts": meta["counts"]}
-    write_manifest(m, plan.manifest_path, stage=STAGE, params=params, input_path=plan.manifest_path)
 
 
 # --------------------------------------------------------------------------- build / ensure
@@ -385,7 +248,7 @@ def _sync_pngs(plan: _Plan, meta: dict, want: bool, progress: bool) -> dict:
 
 
 def _build(plan: _Plan, opts: PrepOptions, progress: bool) -> PackInfo:
-    from manifests.errors import UserError
+    from common.errors import UserError
 
     try:  # PNGs written for the pack being replaced: removed once the new one is in place
         old = read_sidecar(plan.npy_path)
@@ -400,8 +263,8 @@ def _build(plan: _Plan, opts: PrepOptions, progress: bool) -> PackInfo:
              plan.npy_path)
     packed, scales, rejected = [], [], {}
     with PackWriter(plan.npy_path, len(tasks), opts.size) as writer, \
-            contextlib.closing(_results(tasks, workers, progress)) as results:
-        for row, (status, why, scale, img) in zip(plan.rows, results):
+            contextlib.closing(results(tasks, workers, progress)) as done:
+        for row, (status, why, scale, img) in zip(plan.rows, done):
             if status == PACKED:
                 writer.append(img)
                 packed.append(ids[row])
@@ -419,7 +282,7 @@ def _build(plan: _Plan, opts: PrepOptions, progress: bool) -> PackInfo:
                 "png_stale": old_pngs}
         if not packed:
             meta["n"] = 0
-            _write_columns(plan, meta, _columns(plan, meta))
+            write_columns(plan, meta, columns(plan, meta))
             example = next(iter(rejected.values()))
             raise UserError(f"{plan.manifest_path}: none of {len(tasks)} selected samples could be packed "
                             f"(too_small {counts[TOO_SMALL]}, error {counts[ERROR]}; e.g. {example[1]})")
@@ -429,7 +292,7 @@ def _build(plan: _Plan, opts: PrepOptions, progress: bool) -> PackInfo:
         if counts[st]:
             example = next(v[1] for v in rejected.values() if v[0] == st)
             log.warning("%d sample(s) not packed: %s (e.g. %s)", counts[st], st, example)
-    _write_columns(plan, meta, _columns(plan, meta))
+    write_columns(plan, meta, columns(plan, meta))
     meta = _sync_pngs(plan, meta, opts.png, progress)
     return _info(plan, meta, rebuilt=True)
 
@@ -439,51 +302,6 @@ def _pack_folder(manifest_path, out_dir) -> Path:
     if out_dir is not None:
         return Path(out_dir).resolve()
     return Path(manifest_path).resolve().parent / PACK_DIRNAME   # tagged as ours when made (see _planned)
-
-
-def _lock_path(folder: Path, stem: str) -> Path:
-    return folder / f"{stem}.lock"
-
-
-@contextlib.contextmanager
-def _locked(folder: Path, stem: str):
-    """Hold `<folder>/<stem>.lock` (POSIX advisory lock) so that two processes packing the same
-    pack, e.g. the ranks of a distributed trainer, build it once and never see it half replaced.
-
-    The lock file is removed on release. That is safe because the holder unlinks it *before*
-    unlocking, and a process that gets the lock checks that the file it locked is still the one at
-    the path (same inode); if not (it was unlinked meanwhile), it retries with the path's new file.
-    So two processes can never both hold a lock: at most one file is at the path at any time.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _lock_path(folder, stem)
-    while True:
-        f = open(path, "a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
-            except FileNotFoundError:
-                same = False
-        except BaseException:
-            f.close()
-            raise
-        if same:
-            break
-        f.close()  # released by its holder and removed: lock the file now at the path
-    try:
-        yield
-    finally:
-        try:
-            path.unlink(missing_ok=True)
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-            f.close()
 
 
 def _stat_key(path) -> tuple | None:
@@ -500,7 +318,7 @@ def _planned(manifest_path, opts: PrepOptions, out_dir):
     `--manifest` (a photo, say) or `-o` leaves no trace; then hold the pack's lock, re-reading the
     manifest if another process rewrote it meanwhile. Yields the plan."""
     folder = _pack_folder(manifest_path, out_dir)
-    from manifests.outpaths import check_out_dir
+    from common.outpaths import check_out_dir
 
     check_out_dir(folder, "-o" if out_dir is not None else "pack folder")
     before = _stat_key(manifest_path)
@@ -510,7 +328,7 @@ def _planned(manifest_path, opts: PrepOptions, out_dir):
 
         if not is_ours(folder) and any(folder.iterdir()):
             claim_folder(folder)  # raises, naming the folder
-    with _locked(folder, opts.stem):
+    with locked(folder, opts.stem):
         if out_dir is None:  # tagged under the lock, so the ranks of one job never race on it
             from manifests.paths import claim_folder
 
@@ -553,11 +371,11 @@ def _ensure(plan: _Plan, opts: PrepOptions, progress: bool) -> PackInfo:
     if meta is None or meta.get("fingerprint") != plan.fingerprint or not is_intact(plan.npy_path, meta):
         log.info("pack %s is missing or stale; building it", plan.npy_path)
         return _build(plan, opts, progress)
-    cols = _columns(plan, meta)
+    cols = columns(plan, meta)
     m = plan.manifest
     recorded = (m.stage_params(STAGE) or {}).get("fingerprint")
-    if not _columns_match(m.df, cols) or recorded != plan.fingerprint:
+    if not columns_match(m.df, cols) or recorded != plan.fingerprint:
         log.info("pack %s is up to date; writing its columns back into %s", plan.npy_path, plan.manifest_path)
-        _write_columns(plan, meta, cols)
+        write_columns(plan, meta, cols)
     meta = _sync_pngs(plan, meta, opts.png, progress)
     return _info(plan, meta, rebuilt=False)

@@ -8,7 +8,7 @@
 
 This module needs numpy, json and Pillow only (no manifests, pyarrow or pandas),
 so a trainer can load a pack on a machine without the curation stack. Writing a
-pack also uses `manifests.atomic` (standard library only), imported when needed.
+pack also uses `common.atomic` (standard library only), imported when needed.
 """
 from __future__ import annotations
 
@@ -105,13 +105,13 @@ def _header(shape: tuple[int, ...]) -> bytes:
 
 
 def _temp(folder: Path, name: str) -> Path:
-    from manifests.atomic import temp_beside  # for writing only: loading a pack needs no manifests
+    from common.atomic import temp_beside  # for writing only: loading a pack needs no manifests
 
     return temp_beside(folder / name)
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    from manifests.atomic import write_text_atomic
+    from common.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps(obj, indent=1) + "\n", fsync=True)
 
@@ -147,7 +147,7 @@ class PackWriter:
 
     def commit(self, meta: dict) -> tuple[Path, Path]:
         """Trim, fsync and atomically replace `<stem>.npy` and `<stem>.json` (meta gets n/size/stat)."""
-        from manifests.atomic import atomic_path, fsync_file
+        from common.atomic import atomic_path, fsync_file
 
         if self.n < 1:
             raise PackError(f"{self.npy_path}: no images to pack")
@@ -213,7 +213,7 @@ def export_pngs(arr: np.ndarray, ids: list[str], folder: str | os.PathLike,
     from PIL import Image
     from tqdm import tqdm
 
-    from manifests.atomic import atomic_path
+    from common.atomic import atomic_path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,8 @@ def preprocess_cmd(manifest, size, mode, fill, out_dir, png, max_upscale, resamp
       preprocess --manifest work/clean.parquet --size 64 --mode pad --fill edge --png -o work/pack64
       preprocess --manifest work/clean.parquet --mode crop --max-upscale 1.5 --force
     """
-    from manifests.clitools import setup_logging
-    from manifests.errors import UserError
+    from common.clitools import setup_logging
+    from common.errors import UserError
 
     from .pack import ensure_pack, preprocess_manifest
 

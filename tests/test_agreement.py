@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from curate.agreement import LABELS, compare, read_labels
-from manifests.errors import UserError
+from common.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS_CSV = REPO / "benchmarks" / "labels" / "shared_data.csv"

@@ -1,4 +1,4 @@
-"""manifests.atomic: temp file beside the target, os.replace on success, cleanup on failure."""
+"""common.atomic: temp file beside the target, os.replace on success, cleanup on failure."""
 import os
 import stat
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from manifests.atomic import atomic_path, temp_beside, write_bytes_atomic, write_text_atomic
+from common.atomic import atomic_path, temp_beside, write_bytes_atomic, write_text_atomic
 
 from tests.conftest import REPO
 
@@ -72,7 +72,7 @@ def test_default_mode_is_what_a_plain_open_gives(tmp_path):
     assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
     old = os.umask(0o027)
     try:
-        code = "from manifests.atomic import write_text_atomic as w; import sys; w(sys.argv[1], 'x')"
+        code = "from common.atomic import write_text_atomic as w; import sys; w(sys.argv[1], 'x')"
         subprocess.run([sys.executable, "-c", code, str(tmp_path / "g.txt")], check=True, cwd=REPO)
     finally:
         os.umask(old)

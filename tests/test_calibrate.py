@@ -10,7 +10,7 @@ import pytest
 from curate.calibrate import MIN_TAGS, fit
 from curate.filter import filter_manifest
 from manifests import file_sha256, read_manifest, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 
 from .test_filter import make_manifest
 

@@ -318,17 +318,17 @@ def test_resume_after_interruption(tmp_path, dup_folder, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dd, "hash_chunk", flaky)
-    import curate.pool
+    import common.pool
 
     chunk = []
-    orig_map = curate.pool.map_chunks
+    orig_map = common.pool.map_chunks
 
     def small_chunks(fn, items, **kw):
         kw["chunk_size"] = 4
         chunk.append(len(items))
         return orig_map(fn, items, **kw)
 
-    monkeypatch.setattr(curate.pool, "map_chunks", small_chunks)
+    monkeypatch.setattr(common.pool, "map_chunks", small_chunks)
     before = mp.read_bytes()
     with pytest.raises(KeyboardInterrupt):
         dd.dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from manifests import file_sha256, read_manifest, sample_id, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 
 RANDOM_INIT = "yolo11n.yaml"
 

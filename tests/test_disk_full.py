@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from manifests import file_sha256, read_manifest, write_manifest
-from manifests.atomic import DiskFullError, write_bytes_atomic
+from common.atomic import DiskFullError, write_bytes_atomic
 
 
 @pytest.fixture

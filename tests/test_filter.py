@@ -9,7 +9,7 @@ from PIL import Image
 
 from curate.filter import REVIEWER, FilterOptions, applicable_rules, decide, filter_manifest
 from manifests import file_sha256, read_manifest, sample_id, write_manifest
-from manifests.errors import ManifestError, UserError
+from common.errors import ManifestError, UserError
 
 
 def make_manifest(tmp_path: Path, n: int, **columns) -> Path:

@@ -6,7 +6,7 @@ from PIL import Image
 
 from curate.contact_sheet import SheetOptions, contact_sheet, thumbnail
 from curate.pipeline import RunOptions, run_pipeline
-from manifests.errors import UserError
+from common.errors import UserError
 
 
 def test_work_folder_cannot_be_the_photo_folder_or_a_file(tmp_path):
@@ -119,7 +119,7 @@ def _die(chunk):
 
 
 def test_a_worker_that_dies_is_one_line(tmp_path):
-    from curate.pool import map_chunks
+    from common.pool import map_chunks
 
     with pytest.raises(UserError, match="a worker process died"):
         list(map_chunks(_die, list(range(40)), workers=2, chunk_size=4, progress=False, desc="score"))
@@ -223,7 +223,7 @@ def subprocess_holds(manifest) -> str:
     import subprocess
     import sys
 
-    probe = ("import sys\nfrom curate.work_lock import manifest_lock\nfrom manifests.errors import UserError\n"
+    probe = ("import sys\nfrom curate.work_lock import manifest_lock\nfrom common.errors import UserError\n"
              "try:\n    with manifest_lock(sys.argv[1]):\n        print('free')\nexcept UserError as e:\n    print(e)")
     return subprocess.run([sys.executable, "-c", probe, str(manifest)], capture_output=True, text=True,
                           timeout=60).stdout.strip()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from manifests import file_sha256, read_manifest, sample_id, write_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from preprocess.pack import (PREP_STATUSES, PackError, PrepOptions, ensure_pack, load_pack,
                              preprocess_manifest)
 from preprocess.packfile import sidecar_path
@@ -582,7 +582,7 @@ def test_the_pack_lock_excludes_other_processes_although_its_file_is_removed(tmp
     counter.write_text("0")
     code = ("import sys, time\n"
             "from pathlib import Path\n"
-            "from preprocess.pack import _locked\n"
+            "from preprocess.pack_lock import locked as _locked\n"
             "folder, counter = Path(sys.argv[1]), Path(sys.argv[2])\n"
             "for _ in range(40):\n"
             "    with _locked(folder, 'p'):\n"

@@ -18,7 +18,7 @@ from curate.cli import main as curate_main
 from curate.scan import DEFAULT_MAX_PIXELS, ScanOptions, scan_folder
 from curate.sniff import declared_size, ext_mismatch, sniff_format
 from manifests import file_sha256, read_manifest
-from manifests.errors import UserError
+from common.errors import UserError
 from tests.zoo import make_zoo, picture
 
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from manifests.errors import UserError  # light: no pandas/pyarrow
+from common.errors import UserError  # light: no pandas/pyarrow
 
 log = logging.getLogger(__name__)
 

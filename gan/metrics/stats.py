@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests.atomic import atomic_path
+from common.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

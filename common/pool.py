@@ -1,5 +1,6 @@
-"""Run per-file work over processes in chunks, with a progress bar (stages use it through
-`curate.row_stage`)."""
+"""Processes for per-file work: how they start, how many, a worker that ends with its parent, and
+`map_chunks` with a progress bar (the curate stages use it through `curate.row_stage`, the
+preprocess packer directly)."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
-from manifests.errors import UserError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,13 +49,13 @@ def resolve_workers(workers: int | None) -> int:
     if workers is None:
         return default_workers()
     if workers < 1:
-        from manifests.errors import UserError
+        from common.errors import UserError
 
         raise UserError(f"--workers must be at least 1 (got {workers})")
     return workers
 
 
-def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+def exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
     """Worker initializer: end this worker when its parent is gone (e.g. SIGKILLed).
 
     A forked worker holds both ends of its task pipe, so it would otherwise wait for
@@ -89,7 +90,7 @@ def map_chunks(fn: Callable[[list[T]], list[R]], items: Sequence[T], *, workers:
             return
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)),
                                  mp_context=mp.get_context(start_method()),
-                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             pending = {}
             todo = iter(chunks)
             limit = 4 * workers  # keep the queue short so an interrupt loses little
