@@ -1,4 +1,5 @@
-"""Find every pair of 64-bit hashes within a Hamming threshold, then group them (union-find).
+"""Find every pair of 64-bit hashes within a Hamming threshold, then group them (union-find); and
+the pairs dedupe groups: exact pixel matches and near perceptual-hash matches (mirrored too).
 
 The search is multi-index hashing with the generalised pigeonhole principle: the
 64 bits are cut into `m` chunks and chunk `i` is given a radius `t_i` with
@@ -174,3 +175,73 @@ def connected_groups(n: int, pairs: np.ndarray) -> np.ndarray:
             if np.array_equal(nxt, parent):
                 break
             parent = nxt
+
+
+# ------------------------------------------------------------------ the pairs dedupe groups
+
+def exact_pairs(sigs: list[str | None], crop_index: list[int], tol: int) -> list[tuple[int, int]]:
+    """Pairs of rows whose pixel signatures match (same size and crop index, thumbnails within tol)."""
+    from .hashing import parse_signature
+
+    buckets: dict[tuple, list[int]] = {}
+    thumbs: dict[int, np.ndarray] = {}
+    for i, s in enumerate(sigs):
+        if s is None:
+            continue
+        w, h, t = parse_signature(s)
+        thumbs[i] = t.astype(np.int16)
+        buckets.setdefault((w, h, crop_index[i]), []).append(i)
+    pairs = []
+    for rows in buckets.values():
+        if len(rows) < 2:
+            continue
+        idx = np.asarray(rows)
+        mat = np.stack([thumbs[i] for i in rows])
+        mean = mat.mean(axis=1)
+        order = np.argsort(mean, kind="stable")
+        idx, mat, mean = idx[order], mat[order], mean[order]
+        for k in range(1, len(idx)):       # rows within tol in every cell are within tol in mean
+            close = mean[k:] - mean[:-k] <= tol
+            if not close.any():
+                break
+            a = np.flatnonzero(close)
+            ok = np.abs(mat[a + k] - mat[a]).max(axis=1) <= tol
+            pairs.extend(zip(idx[a[ok]].tolist(), idx[a[ok] + k].tolist()))
+    return pairs
+
+
+def _fine_dist(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def near_pairs(h: list[str | None], hm: list[str | None], fine: list[str | None],
+               fine_m: list[str | None], opts) -> list[tuple[int, int, int, bool]]:
+    """(i, j, distance, mirrored) for rows within the thresholds of `opts` (a `DedupeOptions`: either
+    copy mirrored)."""
+    rows = [i for i, v in enumerate(h) if v is not None]
+    if len(rows) < 2:
+        return []
+    own = np.asarray(rows, dtype=np.int64)
+    base = np.asarray([int(h[i], 16) for i in rows], dtype=np.uint64)
+    if opts.mirror:
+        mir = np.asarray([int(hm[i], 16) for i in rows], dtype=np.uint64)
+        allh, owner = np.concatenate([base, mir]), np.concatenate([own, own])
+        is_m = np.concatenate([np.zeros(len(rows), bool), np.ones(len(rows), bool)])
+    else:
+        allh, owner, is_m = base, own, np.zeros(len(rows), bool)
+    cand = hamming_pairs(allh, opts.threshold)
+    out = {}
+    for a, b in cand.tolist():
+        i, j = int(owner[a]), int(owner[b])
+        if i == j or (is_m[a] and is_m[b]):
+            continue
+        i, j = min(i, j), max(i, j)
+        mirrored = bool(is_m[a] or is_m[b])
+        d = (int(allh[a]) ^ int(allh[b])).bit_count()
+        if opts.fine_threshold >= 0:
+            fd = _fine_dist(fine[i], fine_m[j] if mirrored else fine[j])
+            if fd > opts.fine_threshold:
+                continue
+        if (i, j) not in out or d < out[(i, j)][0]:
+            out[(i, j)] = (d, mirrored)
+    return [(i, j, d, m) for (i, j), (d, m) in sorted(out.items())]
