@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.devices import resolve_device
 from common.errors import UserError
 from manifests.ids import file_sha256
 
@@ -231,31 +232,6 @@ def weights_sha256(spec: str | os.PathLike, path: Path) -> str:
             h.update(f"{f.relative_to(path).as_posix()}:{file_sha256(f)}\n".encode())
         return h.hexdigest()
     return file_sha256(path)
-
-
-def resolve_device(device: str) -> str:
-    """`auto` -> `cuda:0` when CUDA is available, else `cpu`; other values are checked."""
-    import torch
-
-    d = str(device).strip().lower()
-    if d in ("auto", ""):
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if d == "cpu":
-        return d
-    if d == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError("--device mps: MPS is not available here (use --device auto or cpu)")
-        return d
-    if d.isdigit():
-        d = f"cuda:{d}"
-    if d == "cuda" or d.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here (use --device auto or cpu)")
-        index = int(d.split(":")[1]) if ":" in d else 0
-        if index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-        return f"cuda:{index}"
-    raise UserError(f"--device {device}: expected auto, cpu, cuda, cuda:N, N or mps")
 
 
 def _fixed_input_size(backend) -> tuple[int, int] | None:

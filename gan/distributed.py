@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from common.devices import gan_device
+
 from .config import UserError
 from .data import TrainData, load_images
-from .generate import resolve_device
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Dist:
 def init_distributed(device: str) -> Dist:
     """Single process, or the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = resolve_device(device)
+    dev = gan_device(device)
     if world == 1:
         return Dist(0, 1, dev)
     if dev.type == "cuda":

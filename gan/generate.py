@@ -26,6 +26,8 @@ import torch
 from common.atomic import atomic_path, write_bytes_atomic, write_text_atomic
 from common.outpaths import check_out_dir, check_out_file
 
+from common.devices import gan_device
+
 from .checkpoint import load_checkpoint
 from .config import GenerateOptions, TrainConfig, UserError
 from .models import Generator
@@ -34,20 +36,6 @@ from .sampling import CHUNK, noise_chunks, sample, weights_sha256
 log = logging.getLogger(__name__)
 
 RECORD = "generate.json"    # what made the PNGs of an output folder
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UserError(f"--device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu or auto)")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {device}: use auto, cpu, cuda or cuda:N")
-    return dev
 
 
 def load_generator(checkpoint: Path, device: torch.device | str = "cpu", ema: bool = True) -> tuple[Generator, TrainConfig]:
@@ -103,7 +91,7 @@ def generate(checkpoint: Path, out: Path, opts: GenerateOptions = GenerateOption
             stale.unlink(missing_ok=True)
     else:
         check_out_dir(out, "-o")
-    device = resolve_device(opts.device)
+    device = gan_device(opts.device)
     G, cfg = load_generator(checkpoint, device, opts.ema)
     from PIL import Image
 

@@ -252,11 +252,10 @@ def _cached_extractor(weights: Weights, device: str):
 
 
 def resolve_device(device: str | None) -> str:
-    import torch
+    """`--device` as in every command (see `common.devices`): Inception runs on the CPU or CUDA."""
+    from common.devices import resolve_device as common_device
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    return common_device(device, kinds=("cpu", "cuda"))
 
 
 def extract_features(images, weights: Weights, *, device: str = "cpu", batch_size: int = 50,
