@@ -13,7 +13,7 @@ def test_auto_and_cpu_everywhere():
     assert resolve_device("cpu") == "cpu" and gan_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("bad", ["tpu", "cpu:1", "gpu", "mps:0"])
+@pytest.mark.parametrize("bad", ["tpu", "cpu:1", "npu", "mps:0"])
 def test_a_bad_device_is_the_same_one_line_in_curate_and_gan(bad):
     with pytest.raises(UserError) as a:
         resolve_device(bad)
