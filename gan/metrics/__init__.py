@@ -3,7 +3,8 @@
 - `evaluate(fake, real, ...)`: Inception-feature metrics from the `METRICS` registry. Needs the FID
   Inception weights (see `gan.metrics.inception` for where they are looked for and how to supply them
   offline); raises `InceptionUnavailable` (a `UserError`) within seconds when they cannot be had.
-- `weightless_metrics(fake, real, ...)`: the `WEIGHTLESS` registry: a classifier two-sample test
+- `weightless_metrics(fake, real, ...)`: the `WEIGHTLESS` registry (same `Metric` signature, on the
+  images instead of features): a classifier two-sample test
   (`gan.metrics.c2st`) and a nearest-neighbour memorisation check (`gan.metrics.memorisation`); no
   pretrained weights.
 
@@ -67,10 +68,12 @@ class Context:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered feature metric: fn(fake, real, ctx) -> named values."""
+    """A registered metric: fn(fake, real, ctx) -> named values. `fake` and `real` are `FeatureSet`s
+    for the Inception metrics (`METRICS`) and the uint8 NHWC images for the weightless ones
+    (`WEIGHTLESS`); a new metric goes in one of the two registries with this one signature."""
 
     name: str
-    fn: Callable[[FeatureSet, FeatureSet, Context], dict[str, float]]
+    fn: Callable[..., dict[str, float]]
     doc: str
 
 
@@ -219,19 +222,22 @@ def evaluate(fake: np.ndarray, real: np.ndarray, *, metrics=DEFAULT_METRICS, inc
     return out
 
 
-def _c2st(fake, real, *, device, seed):
+def _c2st(fake: np.ndarray, real: np.ndarray, ctx: Context) -> dict[str, float]:
     from .c2st import c2st
 
-    return c2st(fake, real, device=device, seed=seed)
+    return c2st(fake, real, device=ctx.device, seed=ctx.opts.seed)
 
 
-def _memorisation(fake, real, *, device, seed):
+def _memorisation(fake: np.ndarray, real: np.ndarray, ctx: Context) -> dict[str, float]:
     from .memorisation import memorisation
 
-    return memorisation(fake, real, device=device, seed=seed)
+    return memorisation(fake, real, device=ctx.device, seed=ctx.opts.seed)
 
 
-WEIGHTLESS: dict[str, Callable[..., dict[str, float]]] = {"c2st": _c2st, "memorisation": _memorisation}
+WEIGHTLESS: dict[str, Metric] = {m.name: m for m in (
+    Metric("c2st", _c2st, "classifier two-sample test accuracy on small copies (0.5: indistinguishable)"),
+    Metric("memorisation", _memorisation, "share of generated images that are near copies of training images"),
+)}
 
 
 def weightless_metrics(fake: np.ndarray, real: np.ndarray, *, device: str = "cpu", seed: int = 0,
@@ -246,8 +252,7 @@ def weightless_metrics(fake: np.ndarray, real: np.ndarray, *, device: str = "cpu
     if unknown:
         raise UserError(f"weightless metric {unknown[0]!r}: choose from {','.join(WEIGHTLESS)}")
     check_counts(len(fake), len(real), which)
-    device = resolve_device(device)
-    out: dict[str, float] = {}
+    ctx = Context(EvalOptions(seed=seed), device=resolve_device(device))
     for name in which:
-        out.update(WEIGHTLESS[name](fake, real, device=device, seed=seed))
-    return out
+        ctx.results.update(WEIGHTLESS[name].fn(fake, real, ctx))
+    return dict(ctx.results)
