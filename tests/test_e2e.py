@@ -1,7 +1,6 @@
 """The main job end to end on a small messy folder: curate run -> gan train -> gan generate -> metric."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image

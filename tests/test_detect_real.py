@@ -1,0 +1,243 @@
+"""The detect stage with the real detector (the shared TFLite YOLOv8n) on real photos."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from manifests import file_sha256, read_manifest, sample_id
+from common.errors import UserError
+
+RANDOM_INIT = "yolo11n.yaml"
+
+from tests.test_detect import _manifest_for, _one_thread, _picture, _spy, _unspy  # noqa: F401  (fixtures and helpers shared with test_detect.py)
+from tests.test_detect_mechanics import _cli, _opts
+
+
+# --------------------------------------------------------------------------- real detector
+
+@pytest.fixture(scope="module")
+def tflite_detector(tflite_weights):
+    from curate.detector import load_detector
+
+    return load_detector(tflite_weights, "cpu")
+
+
+def _check_crops(m, mp: Path):
+    from curate.crop import recrop
+
+    ok = m.df[m.df["detect_status"] == "ok"]
+    assert len(ok)
+    for _, row in ok.iterrows():
+        x0, y0, x1, y1 = (int(v) for v in row["crop_box"])
+        bx0, by0, bx1, by1 = (float(v) for v in row["primary_box"])
+        assert x0 <= bx0 and y0 <= by0 and bx1 <= x1 and by1 <= y1      # the bike is inside its crop
+        stored = mp.parent / row["crop_path"]
+        assert stored.is_file() and str(row["crop_path"]).startswith("cache/crops/")
+        with Image.open(stored) as im:
+            assert im.size == (x1 - x0, y1 - y0) and im.mode == "RGB"
+        data = stored.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["crop_sha256"]
+        rebuilt = recrop(m.folder, m.root, row)
+        assert hashlib.sha256(rebuilt).hexdigest() == row["crop_sha256"]   # byte for byte
+
+
+@pytest.mark.slow
+def test_batching_does_not_change_detections(caltech, tflite_detector):
+    from curate.crop import decode_rgb
+
+    files = sorted(caltech.glob("*.jpg"))[200:206]
+    arrays = [np.ascontiguousarray(decode_rgb(f)[:, :, ::-1]) for f in files]
+    batched = tflite_detector.predict(arrays, imgsz=640, conf=0.25)
+    single = [tflite_detector.predict([a], imgsz=640, conf=0.25)[0] for a in arrays]
+    assert batched == single
+    assert all(any(d["label"] == "motorcycle" for d in dets) for dets in batched)
+
+
+@pytest.mark.slow
+def test_caltech_motorbikes_found_and_cropped(caltech, tflite_detector, tmp_path):
+    from curate.detect import detect_manifest
+
+    files = sorted(caltech.glob("*.jpg"))
+    sample = files[::16]                                   # 50 of 798, spread over the set
+    grey = [f for f in files[:120] if Image.open(f).mode == "L"][:2]
+    rels = sorted({f.name for f in [*sample, *grey]})
+    mp = _manifest_for(caltech, rels, tmp_path / "w" / "manifest.parquet")
+    m = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25, batch=8),
+                        progress=False, detector=tflite_detector)
+    df = m.df
+    assert len(df) == len(rels)
+    ok = df[df["detect_status"] == "ok"]
+    assert len(ok) >= 0.95 * len(df), df["detect_status"].value_counts().to_dict()
+    assert set(df["detect_status"]) <= {"ok", "no_motorbike"}
+    for _, row in ok.iterrows():
+        labels = [d["label"] for d in row["detections"]]
+        assert "motorcycle" in labels and row["n_motorbikes"] >= 1
+    # Caltech bikes fill the frame: the crop is most of the photo
+    frac = ok["box_area_frac"].astype(float)
+    assert frac.median() > 0.4
+    crop_area = ok["crop_box"].map(lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    assert (crop_area / (ok["width"].astype(float) * ok["height"].astype(float))).median() > 0.5
+    assert (ok["crop_margin"] == np.float32(0.10)).all()
+    _check_crops(m, mp)
+    assert ok["weights_sha256"].eq(file_sha256(tflite_detector.path)).all()
+
+
+@pytest.mark.slow
+def test_cctv_several_bikes_persons_bicycles_and_one_sample_per_bike(cctv, tflite_detector, tmp_path):
+    from curate.detect import detect_manifest
+
+    frames = sorted(cctv.glob("*.jpg"))[::8][:6]
+    rels = [f.name for f in frames]
+    mp = _manifest_for(cctv, rels, tmp_path / "w" / "manifest.parquet")
+    opts = _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25, batch=4, per_image="all",
+                 min_size=16)
+    m = detect_manifest(mp, opts, progress=False, detector=tflite_detector)
+    df = m.df
+    base = df[df["crop_index"] == 0].set_index("path")
+    assert sorted(base.index) == sorted(rels)
+    labels = {p: [d["label"] for d in base.loc[p, "detections"]] for p in rels}
+    bikes = np.array([lab.count("motorcycle") for lab in labels.values()])
+    assert (base["n_motorbikes"].astype(int).to_numpy() == bikes).all()
+    assert bikes.mean() >= 1.5 and (bikes >= 2).sum() >= len(rels) / 2        # several per frame
+    assert all(lab.count("motorcycle") + lab.count("bicycle") >= 1 for lab in labels.values())
+    assert sum("person" in lab for lab in labels.values()) >= len(rels) / 2
+    assert any("bicycle" in lab for lab in labels.values())
+    # one sample per motorbike (above the minimum size), each with its own id and crop
+    extra = df[df["crop_index"] > 0]
+    assert len(extra) >= 2 and extra["sample_id"].is_unique
+    for path, grp in df.groupby("path"):
+        n_big = sum(1 for d in base.loc[path, "detections"] if d["label"] == "motorcycle"
+                    and min(d["x1"] - d["x0"], d["y1"] - d["y0"]) >= 16)
+        if base.loc[path, "detect_status"] == "ok":
+            assert len(grp) == max(1, n_big)
+            assert sorted(grp["crop_index"]) == list(range(len(grp)))
+            assert grp["crop_path"].is_unique
+            sha = base.loc[path, "sha256"]
+            for _, r in grp.iterrows():
+                assert r["sample_id"] == sample_id(sha, path, int(r["crop_index"]))
+                assert r["width"] == base.loc[path, "width"]             # file columns copied
+    assert base["person_overlap"].dropna().between(0, 1).all()
+    _check_crops(m, mp)
+    # a second run resumes: nothing changes, no duplicate extra rows
+    again = detect_manifest(mp, opts, progress=False, detector=tflite_detector).df
+    assert sorted(again["sample_id"]) == sorted(df["sample_id"])
+
+
+@pytest.mark.slow
+def test_cli_on_a_folder_scans_first_then_detects(caltech, tflite_weights, tmp_path):
+    pytest.importorskip("curate.scan")
+    pytest.importorskip("curate.repair")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted(caltech.glob("*.jpg"))[:5]:
+        shutil.copy(f, photos / f.name)
+    (photos / "-dash.jpg").write_bytes((photos / sorted(p.name for p in photos.iterdir())[0]).read_bytes())
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "notes.txt").write_text("not a photo\n")
+    work = tmp_path / "work"
+    args = ["detect", str(photos), "-o", str(work), "--weights", str(tflite_weights), "--batch", "4",
+            "--no-progress"]
+    assert _cli(args) == 0
+    m = read_manifest(work / "manifest.parquet")
+    df = m.df.set_index("path")
+    assert len(df) == 8
+    assert (df.loc[[p for p in df.index if p.endswith(".jpg") and p != "empty.jpg"], "detect_status"]
+            == "ok").all()
+    assert df.loc["empty.jpg", "detect_status"] == "not_decodable"
+    assert df.loc["notes.txt", "detect_status"] == "not_decodable"
+    assert _cli(args) == 0                                   # again: resumes, same rows
+    assert len(read_manifest(work / "manifest.parquet").df) == 8
+
+
+@pytest.mark.slow
+def test_crop_follows_a_new_background_of_the_repaired_copy(caltech, tflite_detector, tmp_path):
+    from curate.detect import detect_manifest
+    from curate.repair import RepairOptions, repair_manifest
+    from curate.scan import scan_folder
+
+    (tmp_path / "photos").mkdir()
+    rgba = np.array(Image.open(caltech / "image_0003.jpg").convert("RGBA"))
+    rgba[:, :130, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "photos" / "alpha.png")
+    mp = tmp_path / "work" / "manifest.parquet"
+    scan_folder(tmp_path / "photos", mp, workers=1, progress=False)
+    opts = _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25)
+    for background in ("#ffffff", "#ff0000"):
+        repair_manifest(mp, RepairOptions(background=background), workers=1, progress=False)
+        row = detect_manifest(mp, opts, progress=False, detector=tflite_detector).df.iloc[0]
+        assert row["detect_status"] == "ok"
+        crop = np.array(Image.open(mp.parent / row["crop_path"]))
+        repaired = np.array(Image.open(mp.parent / row["repaired_path"]))
+        colour = Image.new("RGB", (1, 1), background).getpixel((0, 0))
+        assert tuple(crop[2, 2]) == tuple(repaired[2, 2]) == colour
+
+
+@pytest.mark.slow
+def test_fixed_size_model_ignores_imgsz_and_says_so(caltech, tflite_detector, tmp_path, caplog):
+    from curate.detect import detect_manifest
+
+    assert tflite_detector.input_size == (640, 640)
+    rels = [f.name for f in sorted(caltech.glob("*.jpg"))[:2]]
+    mp = _manifest_for(caltech, rels, tmp_path / "w" / "manifest.parquet")
+    calls: list[int] = []
+    _spy(tflite_detector, calls)
+    try:
+        with caplog.at_level("WARNING", logger="curate.detect"):
+            m = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=320, conf=0.25),
+                                progress=False, detector=tflite_detector)
+        warnings = [r.getMessage() for r in caplog.records if "imgsz" in r.getMessage()]
+        assert len(warnings) == 1 and "--imgsz 320 is ignored" in warnings[0] and "640x640" in warnings[0]
+        assert m.stage_params("detect")["imgsz"] == 640               # what the model really took
+        assert sum(calls) == 2
+        calls.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="curate.detect"):
+            again = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=1280, conf=0.25),
+                                    progress=False, detector=tflite_detector)
+        assert calls == [], "another --imgsz changes nothing for this model: nothing redone"
+        assert again.df["detect_key"].tolist() == m.df["detect_key"].tolist()
+        assert "--imgsz 1280 is ignored" in caplog.text
+        calls.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="curate.detect"):
+            detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25),
+                            progress=False, detector=tflite_detector)
+        assert calls == [] and "imgsz" not in caplog.text          # 640 is its size: nothing ignored
+    finally:
+        _unspy(tflite_detector)
+
+
+def test_cli_on_a_folder_adds_files_that_arrived_since(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _picture(64, 48, 1).save(photos / "a.jpg")
+    args = ["detect", str(photos), "-o", str(tmp_path / "w"), "--weights", RANDOM_INIT, "--imgsz", "64",
+            "--device", "cpu", "--no-progress"]
+    assert _cli(args) == 0
+    _picture(64, 48, 2).save(photos / "b.jpg")
+    assert _cli(args) == 0
+    assert "2 files" in capsys.readouterr().out
+    df = read_manifest(tmp_path / "w" / "manifest.parquet").df
+    assert sorted(df["path"]) == ["a.jpg", "b.jpg"] and df["detect_status"].notna().all()
+
+
+def test_weights_that_are_no_model_are_refused_before_any_work(tmp_path, capsys):
+    from curate.detector import resolve_weights
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _picture(64, 48, 1).save(photos / "a.jpg")
+    with pytest.raises(UserError, match=r"not a model.*\.pt.*\.tflite.*\*_saved_model/"):
+        resolve_weights(photos / "a.jpg")
+    (tmp_path / "m_saved_model").mkdir()
+    (tmp_path / "m_saved_model" / "saved_model.pb").write_bytes(b"x")
+    assert resolve_weights(tmp_path / "m_saved_model") == tmp_path / "m_saved_model"
+    rc = _cli(["detect", str(photos), "-o", str(tmp_path / "w"), "--weights", str(photos / "a.jpg")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "a.jpg" in err
+    assert not (tmp_path / "w" / "manifest.parquet").exists()
