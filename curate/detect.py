@@ -32,6 +32,7 @@ from pathlib import Path
 from common.errors import UserError
 from manifests.paths import present
 
+from .detector import DEFAULT_WEIGHTS
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
 from .detect_stream import SECOND_LOOK_CONF, Job, stream_detections
 from .row_stage import Journal, run_chunks, sweep_leftovers
@@ -46,7 +47,7 @@ PER_IMAGE_MODES = ("primary", "all")
 class DetectOptions:
     """Options of `curate detect` (the CLI takes its defaults from here)."""
 
-    weights: str = "yolo11n.pt"      # weights file, stock ultralytics name, or model .yaml (random init)
+    weights: str = DEFAULT_WEIGHTS      # weights file, stock ultralytics name, or model .yaml (random init)
     device: str = "auto"             # auto (CUDA when available), cpu, cuda, cuda:N, mps
     imgsz: int = 640                 # detector input size
     conf: float = 0.25               # minimum detection confidence

@@ -27,6 +27,7 @@ DOWNLOAD_HOST = ("github.com", 443)
 ONLINE_TIMEOUT_S = 3.0
 RANDOM_INIT_SEED = 0
 
+DEFAULT_WEIGHTS = "yolo11n.pt"   # ultralytics downloads it when online
 _HOW = "pass a local weights file with --weights PATH (e.g. --weights ~/models/yolo11n.pt)"
 
 
@@ -244,7 +245,7 @@ def _fixed_input_size(backend) -> tuple[int, int] | None:
     return None
 
 
-def load_detector(weights: str | os.PathLike = "yolo11n.pt", device: str = "auto", *,
+def load_detector(weights: str | os.PathLike = DEFAULT_WEIGHTS, device: str = "auto", *,
                   imgsz: int = 640) -> Detector:
     """Resolve, hash and load the weights, and run one tiny warm-up image to fail fast."""
     import numpy as np

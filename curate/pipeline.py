@@ -14,6 +14,8 @@ from manifests import read_manifest
 from common.errors import UserError
 from manifests.paths import CACHE_DIRNAME, claim_folder
 
+from .detector import DEFAULT_WEIGHTS
+
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.parquet"
@@ -23,7 +25,7 @@ REPORT_DIRNAME = "report"
 
 @dataclass(frozen=True)
 class RunOptions:
-    weights: str = "yolo11n.pt"
+    weights: str = DEFAULT_WEIGHTS
     device: str = "auto"
     workers: int | None = None
     per_image: str = "primary"

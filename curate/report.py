@@ -31,7 +31,7 @@ import pandas as pd
 from manifests import read_manifest
 from common.atomic import write_text_atomic
 from common.errors import UserError
-from manifests.paths import is_within, present, sample_image_path
+from manifests.paths import REPORT_TITLE, is_report_folder, is_within, present, sample_image_path
 
 from .contact_sheet import SheetOptions, contact_sheet
 from .filter import REVIEWER, FilterOptions, decide, flag_checks, titles
@@ -121,7 +121,6 @@ img.strip { height: 48px; width: auto; max-width: none; border: 0; }
 """
 
 
-REPORT_TITLE = "motocurate report"        # in every page's <title>: how a folder is known to be a report
 
 
 class _Raw(str):
@@ -170,15 +169,6 @@ def _agreement_sections(m, keep: np.ndarray, reason: list, labels_path: Path | N
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def is_report_folder(folder: Path) -> bool:
-    """A folder holding a page `curate report` wrote (scans skip such a `report/` beside the manifest)."""
-    try:
-        with open(Path(folder) / "index.html", "rb") as f:
-            return f"<title>{REPORT_TITLE}".encode() in f.read(4096)
-    except OSError:
-        return False
 
 
 _TEMPS = (".index.html.", ".sheet_", ".hist_")   # temp files of the pictures and page a report writes

@@ -44,11 +44,10 @@ import pandas as pd
 from manifests import is_manifest, read_manifest, sample_id, write_manifest
 from common.errors import UserError
 from manifests.io import Manifest
-from manifests.paths import is_ours
+from manifests.paths import is_ours, is_report_folder
 from manifests.schema import core
 
 from common.pool import resolve_workers
-from .report import is_report_folder
 from .probe import content_digest, probe_many
 from .row_stage import pooled, run_chunks, sweep_leftovers
 from .work_lock import manifest_lock

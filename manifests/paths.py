@@ -112,3 +112,15 @@ def sample_image_path(manifest_folder: str | Path, root: str | Path, row) -> Pat
     if present(cp):
         return Path(manifest_folder) / cp
     return decoded_path(manifest_folder, root, row)
+
+
+REPORT_TITLE = "motocurate report"        # in every page's <title>: how a folder is known to be a report
+
+
+def is_report_folder(folder: str | Path) -> bool:
+    """A folder holding a page `curate report` wrote (scans skip such a `report/` beside the manifest)."""
+    try:
+        with open(Path(folder) / "index.html", "rb") as f:
+            return f"<title>{REPORT_TITLE}".encode() in f.read(4096)
+    except OSError:
+        return False
