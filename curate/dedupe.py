@@ -41,6 +41,7 @@ from .grouping import exact_pairs, near_pairs
 from .hashing import HASHERS
 from .row_jobs import JobImageError, _list, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
+from . import engine
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         new[c] = groups[c].to_numpy()
         new[c] = new[c].astype(groups[c].dtype)
     m.df = merge_columns(df, new)
-    params = {**asdict(opts), "workers": workers, "hash_bits": 64, "fine_bits": FINE_BITS,
+    params = {**asdict(opts), "workers": workers, **engine.current().describe(), "hash_bits": 64, "fine_bits": FINE_BITS,
               "signature": "16x16 area-averaged luma + size", "groups": int(groups["dup_group"].nunique()),
               "duplicates": int(groups["is_duplicate"].fillna(False).sum())}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .engine import engine_options
 from .dedupe import DedupeOptions
 from .hashing import HASHERS
 
@@ -33,6 +34,7 @@ Examples:
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes (default: all cores).")
 @click.option("--force", is_flag=True, help="Hash every row again.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@engine_options
 def dedupe(manifest, method, threshold, fine_threshold, mirror, exact_tol, workers, force, no_progress):
     """Mark exact and near duplicates; keep the best copy of each group (nothing is deleted)."""
     from .dedupe import dedupe_manifest

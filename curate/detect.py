@@ -166,7 +166,8 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
               "imgsz": opts.imgsz if imgsz is None else imgsz, "device": det.device,
               "detector": det.name, "weights_sha256": det.weights_sha256,
               "ultralytics_version": det.ultralytics_version, "detect_key": key,
-              "primary": "largest area x confidence among 'motorcycle' detections"}
+              "primary": "largest area x confidence among 'motorcycle' detections",
+              "engine": "local"}   # detect runs on the driver under every engine
     folder = m.folder
     todo, undecodable = _select(m, key, folder)
     run = DetectResults(m, manifest_path, det, opts, key)

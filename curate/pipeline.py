@@ -28,6 +28,8 @@ class RunOptions:
     weights: str = DEFAULT_WEIGHTS
     device: str = "auto"
     workers: int | None = None
+    engine: str | None = None         # local or ray (None: the caller's `curate.engine.using`, else local)
+    address: str | None = None        # engine ray: the cluster to join
     per_image: str = "primary"
     report: bool = True
     follow_links: bool | None = None   # follow symlinks out of the folder (None: as the last scan, else no)
@@ -79,7 +81,10 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     except OSError as exc:
         raise UserError(f"-o {workdir}: cannot create the work folder ({exc.strerror or exc})") from exc
     claim_folder(workdir / CACHE_DIRNAME)  # a user's own `cache/` there is refused before any work
-    with work_lock(workdir / CACHE_DIRNAME, workdir):
+    from .engine import current, using
+
+    engine = (opts.engine, opts.address) if opts.engine else (current().name, current().address)
+    with work_lock(workdir / CACHE_DIRNAME, workdir), using(*engine):
         return _run_locked(folder, workdir, opts, progress)
 
 

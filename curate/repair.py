@@ -43,6 +43,7 @@ from common.pool import resolve_workers
 from .repair_worker import (REPAIR_COLUMNS, REPAIRABLE, RepairOptions, present,
                             decide_without_opening, fine_as_is, repair_file, repair_many)
 from .row_stage import Journal, run_rows
+from . import engine
 from .work_lock import locks_manifest
 
 __all__ = ["RepairOptions", "repair_manifest", "repair_file", "fine_as_is", "REPAIRABLE"]
@@ -116,7 +117,7 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
         else:
             todo.append(r)
     params = {**asdict(opts), "background": opts.background_hex(), "repair_key": key,
-              "workers": workers}
+              "workers": workers, **engine.current().describe()}
     base_history = list(m.history)
 
     def write(complete: bool) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .engine import engine_options
 from .repair import RepairOptions
 
 _D = RepairOptions()
@@ -25,6 +26,7 @@ _D = RepairOptions()
 @click.option("--icc/--no-icc", "icc_to_srgb", default=_D.icc_to_srgb, show_default=True,
               help="Convert embedded non-sRGB ICC profiles to sRGB.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@engine_options
 def repair(manifest, workers, background, min_recovered, max_frames, icc_to_srgb, no_progress):
     """Write normalised RGB copies of the files that need one; record what was done.
 

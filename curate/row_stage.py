@@ -147,11 +147,12 @@ def run_chunks(chunks: Iterable[list], on_chunk: Callable[[list], None], *, ever
 
 def pooled(fn: Callable[[list], list], items: Sequence, *, workers: int, chunk_size: int = 16,
            progress: bool = True, desc: str = "", unit: str = "file") -> Iterable[list]:
-    """`common.pool.map_chunks`, looked up when called (tests shrink its chunks)."""
-    from common import pool
+    """`map_chunks` of the current engine (`curate.engine`: this machine's pool, looked up when
+    called so tests can shrink its chunks, or Ray Data)."""
+    from . import engine
 
-    return pool.map_chunks(fn, items, workers=workers, chunk_size=chunk_size, progress=progress,
-                           desc=desc, unit=unit)
+    return engine.map_chunks(fn, items, workers=workers, chunk_size=chunk_size, progress=progress,
+                             desc=desc, unit=unit)
 
 
 def run_rows(fn: Callable[[list], list], todo: Sequence, done: dict[str, dict], journal: Journal | None, *,

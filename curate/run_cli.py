@@ -3,6 +3,7 @@ from pathlib import Path
 
 import click
 
+from .engine import engine_options
 from .pipeline import RunOptions
 
 D = RunOptions()
@@ -21,6 +22,7 @@ D = RunOptions()
 @click.option("--follow-links/--no-follow-links", default=None,
               help="Follow symlinks that lead outside FOLDER (default: no; they get a row with status outside_folder).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
+@engine_options
 def run(folder, workdir, weights, device, workers, per_image, follow_links, no_report):
     """Scan, repair, detect, score, dedupe and filter FOLDER, resuming what is done.
 

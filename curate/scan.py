@@ -50,6 +50,7 @@ from manifests.schema import core
 from common.pool import resolve_workers
 from .probe import content_digest, probe_many
 from .row_stage import pooled, run_chunks, sweep_leftovers
+from . import engine
 from .work_lock import manifest_lock
 from .walk import Entry, walk_files
 
@@ -255,7 +256,7 @@ def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: in
             r = {**r, "status": "unreadable", "error": f"{MISSING} (was {r['status']})"}
         done[p] = r
 
-    params = {"root": str(root), **asdict(opts), "workers": workers, "excluded": excluded,
+    params = {"root": str(root), **asdict(opts), "workers": workers, **engine.current().describe(), "excluded": excluded,
               "files": len(entries), "reprobed_for": sorted(changed)}
     base_history = list(previous.history) if previous is not None else []
     input_path = manifest_path if previous is not None else None

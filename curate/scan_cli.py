@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .engine import engine_options
 from .scan import DEFAULT_MAX_PIXELS, ScanOptions
 
 _D = ScanOptions()
@@ -31,6 +32,7 @@ DEFAULT_MANIFEST = Path("work") / "manifest.parquet"
               help="Follow symlinks that lead outside FOLDER (default: no, they get a row with status "
                    "outside_folder; a later scan remembers the choice).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@engine_options
 def scan(folder, output, workers, max_pixels, rehash, checkpoint_every, checkpoint_seconds, follow_links,
          no_progress):
     """Inventory every file under FOLDER into a Parquet manifest (one row per file).

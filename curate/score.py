@@ -23,6 +23,7 @@ from manifests.paths import present
 from . import checks
 from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
+from . import engine
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     if errors:
         log.warning("%d row(s) could not be measured (see score_error); `curate filter` rejects them "
                     "as not_measured", errors)
-    params = {"size": opts.size, "workers": workers, "force": opts.force,
+    params = {"size": opts.size, "workers": workers, **engine.current().describe(), "force": opts.force,
               "checks": checks.describe(thresholds), "thresholds": thresholds, "set_thresholds": user,
               "flagged": {n: int(new[f"{n}_flag"].fillna(False).sum()) for n in checks.CHECKS},
               "errors": errors}

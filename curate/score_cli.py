@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .engine import engine_options
 from .checks import CHECKS
 from .score import ScoreOptions
 
@@ -51,6 +52,7 @@ Examples:
               help="Forget thresholds set on earlier runs (they are remembered in the manifest).")
 @click.option("--force", is_flag=True, help="Measure every row again.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@engine_options
 def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, force, no_progress):
     """Score every sample's crop: busy background, blur, exposure, small subject, aspect, grey."""
     from common.errors import UserError

@@ -6,9 +6,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.motocurate-installed
+EXTRAS=${MOTOCURATE_EXTRAS:-all,test}    # scripts/test.sh adds ray (the optional Ray engine)
+stamp=.venv/.motocurate-installed-${EXTRAS//,/-}
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[all,test]"
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
   touch "$stamp"
 fi

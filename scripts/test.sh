@@ -2,7 +2,7 @@
 # Set up .venv (if needed) and run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+MOTOCURATE_EXTRAS=all,test,ray bash scripts/setup.sh
 # Headless Chromium for the browser test (needs root and Debian's apt); the test skips without it.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -1,0 +1,99 @@
+"""The per-row work of a stage as a Ray Data job: chunks of row jobs mapped by Ray tasks, results
+streamed back to the driver (see `curate.engine`).
+
+The jobs travel once through Ray's object store; each task gets a batch of chunk numbers, runs the
+stage's own chunk function on those chunks and returns the pickled results (row results hold
+nested, mixed-type values that need not fit an Arrow schema). Ray retries a task whose worker
+died, so a killed worker costs a repeat of its chunks, not the run; and the driver journals every
+result as it arrives, so a killed driver loses nothing either (`curate.row_stage`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+from common.errors import UserError
+
+log = logging.getLogger(__name__)
+INSTALL = "pip install 'motocurate[ray]'"
+
+
+def require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401 (the extra is ray[data])
+    except ImportError:
+        raise UserError(f"--engine ray needs Ray Data, which is not installed: {INSTALL}") from None
+
+
+def connect(address: str | None, workers: int) -> None:
+    """Join the Ray instance at `address` ("auto", "HOST:PORT"), or start a local one with `workers` CPUs."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
+                  logging_level=logging.WARNING, ignore_reinit_error=True)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # workers import this repository's packages: the driver's sys.path, for a source checkout
+            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+                p for p in (here, os.environ.get("PYTHONPATH", "")) if p)}}
+            ray.init(num_cpus=workers, runtime_env=env, **kwargs)
+    except ConnectionError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc}); start one with "
+                        "`ray start --head`, or leave --address out for a local instance") from None
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False       # ours shows the rows
+    ctx.verbose_progress = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)   # no "Starting execution of Dataset ..." per stage
+
+
+def _run_chunks(batch, *, fn, jobs_ref, chunk_size: int):
+    import ray
+
+    jobs = ray.get(jobs_ref)
+    out = []
+    for k in batch["chunk"].tolist():
+        out.append(pickle.dumps(fn(list(jobs[k * chunk_size:(k + 1) * chunk_size]))))
+    return {"result": out}
+
+
+def ray_map_chunks(fn: Callable[[list], list], items: Sequence, *, address: str | None, workers: int,
+                   chunk_size: int = 16, progress: bool = True, desc: str = "", unit: str = "file"
+                   ) -> Iterator[list]:
+    """Like `common.pool.map_chunks`, on Ray Data: yields `fn(chunk)` per chunk as results arrive."""
+    from tqdm.auto import tqdm
+
+    if not items:
+        return
+    connect(address, workers)
+    import ray
+    import ray.data
+
+    jobs_ref = ray.put(list(items))
+    n_chunks = (len(items) + chunk_size - 1) // chunk_size
+    ds = ray.data.range(n_chunks, override_num_blocks=min(n_chunks, max(1, 4 * workers))).rename_columns(
+        {"id": "chunk"})
+    with warnings.catch_warnings():            # max_retries is passed as a remote arg (deprecated spelling)
+        warnings.simplefilter("ignore")
+        ds = ds.map_batches(_run_chunks, batch_size=1, batch_format="numpy", zero_copy_batch=True,
+                            fn_kwargs={"fn": fn, "jobs_ref": jobs_ref, "chunk_size": chunk_size},
+                            max_retries=3)     # a task whose worker died runs again
+    bar = tqdm(total=len(items), desc=f"{desc} (ray)", unit=unit, disable=not progress, dynamic_ncols=True)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for blob in batch["result"]:
+                out = pickle.loads(blob)
+                bar.update(len(out))
+                yield out
+    finally:
+        bar.close()
