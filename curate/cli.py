@@ -9,6 +9,7 @@ COMMANDS = {
     "detect": "curate.detect_cli:detect",
     "dedupe": "curate.dedupe_cli:dedupe",
     "score": "curate.score_cli:score",
+    "embed": "curate.embed_cli:embed",
     "review": "curate.review_cli:review",
     "filter": "curate.filter_cli:filter_cmd",
     "calibrate": "curate.calibrate_cli:calibrate",

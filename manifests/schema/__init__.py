@@ -7,7 +7,7 @@ changes type or meaning (adding a nullable column does not need a bump).
 """
 import pyarrow as pa
 
-from . import core, dedupe, detect, preprocess, repair, review, score
+from . import core, dedupe, detect, embed, preprocess, repair, review, score
 
 SCHEMA_VERSION = 1
 
@@ -17,6 +17,7 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
     "detect": detect.FIELDS,
     "dedupe": dedupe.FIELDS,
     "score": score.FIELDS,
+    "embed": embed.FIELDS,
     "review": review.FIELDS,
     "preprocess": preprocess.FIELDS,
 }

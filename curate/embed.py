@@ -1,0 +1,138 @@
+"""`curate embed`: one embedding per sample crop (see `curate.embeddings` for the backends),
+stored in the manifest (`embedding`, a list of float32, L2-normalised).
+
+It runs like every row stage (`curate.row_stage`): rows already embedded with the same key (the
+backend, its weights' sha256, the size) from the same source are reused, finished rows are
+journaled, a killed run resumes, and the manifest is written once at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.errors import UserError
+from manifests import Manifest, merge_columns, read_manifest, write_manifest
+from manifests.paths import present
+
+from . import engine
+from .embeddings import BACKENDS, check_ultralytics_weights
+from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
+from .row_stage import Journal, run_rows
+from .work_lock import locks_manifest
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"
+VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    backend: str = "stats"
+    weights: str | None = None      # ultralytics: a .pt (or .yaml: random init, seeded)
+    size: int = 128                 # stats: longer side measured; ultralytics: the model's imgsz
+    workers: int | None = None      # stats: processes (ultralytics runs in this process)
+    force: bool = False
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend {self.backend}: choose from {', '.join(BACKENDS)}")
+        if not 32 <= self.size <= 1024:
+            raise UserError(f"--size must be in 32..1024 (got {self.size})")
+        if self.backend == "ultralytics":
+            check_ultralytics_weights(self.weights)
+        elif self.weights:
+            raise UserError(f"--weights goes with --backend ultralytics, not {self.backend}")
+
+
+def backend_label(opts: EmbedOptions) -> str:
+    return opts.backend if opts.backend == "stats" else f"{opts.backend}:{Path(str(opts.weights)).name}"
+
+
+def _weights_sha(opts: EmbedOptions) -> str | None:
+    if not opts.weights:
+        return None
+    p = Path(str(opts.weights))
+    if p.is_file():
+        from manifests.ids import file_sha256
+
+        return file_sha256(p)
+    return f"name:{p.name}"          # an ultralytics built-in .yaml
+
+
+def _key(opts: EmbedOptions) -> str:
+    return hashlib.sha256(f"{VERSION}:{opts.backend}:{_weights_sha(opts)}:{opts.size}".encode()).hexdigest()[:12]
+
+
+def embed_chunk(jobs: list[dict], backend: str, size: int, weights) -> list[dict]:
+    """Embeddings of a chunk of row jobs (the unit of work sent to a worker)."""
+    out, images, where = [], [], []
+    for j in jobs:
+        rec = {"sample_id": j["sample_id"], "embed_source": j["sample"], "embedding": None, "embed_error": None}
+        try:
+            images.append(load_job_rgb(j))
+            where.append(len(out))
+        except JobImageError as exc:
+            rec["embed_error"] = str(exc)
+        out.append(rec)
+    if images:
+        for k, v in zip(where, BACKENDS[backend].embed(images, size, weights)):
+            out[k]["embedding"] = [float(x) for x in np.asarray(v, dtype=np.float32)]
+    return out
+
+
+@locks_manifest()
+def embed_manifest(manifest_path, opts: EmbedOptions = EmbedOptions(), *, progress: bool = True) -> Manifest:
+    """Embed every row's crop (resuming); rewrite the manifest in place."""
+    from common.pool import resolve_workers
+
+    opts.check()
+    manifest_path = Path(manifest_path)
+    m = read_manifest(manifest_path)
+    if m.root is None:
+        raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
+    df, folder = m.df, m.folder
+    key = _key(opts)
+    jobs = [row_job(folder, m.root, r) for r in df.to_dict("records")]
+    journal = Journal(manifest_path, STAGE, key)
+    if opts.force:
+        journal.remove()
+    done = {} if opts.force else journal.load()
+    prev = m.stage_params(STAGE) or {}
+    if not opts.force and prev.get("key") == key and "embed_source" in df.columns:
+        for r in df.to_dict("records"):
+            sid = str(r["sample_id"])
+            if sid not in done and present(r.get("embed_source")):
+                emb = r.get("embedding")
+                done[sid] = {"sample_id": sid, "embed_source": r["embed_source"],
+                             "embedding": None if emb is None or not len(emb) else [float(x) for x in emb],
+                             "embed_error": r.get("embed_error") if present(r.get("embed_error")) else None}
+    todo = stale_jobs(jobs, done, folder, "embed_source")
+    log.info("embed: %d row(s) to embed, %d reused", len(todo), len(jobs) - len(todo))
+    workers = 1 if opts.backend == "ultralytics" else resolve_workers(opts.workers)
+    run_rows(partial(embed_chunk, backend=opts.backend, size=opts.size, weights=opts.weights), todo, done,
+             journal, workers=workers, progress=progress, desc="embed", unit="img",
+             prepare=lambda r: {**r, "embed_source": relative_source(folder, r["embed_source"])})
+    recs = [done.get(j["sample_id"], {}) for j in jobs]
+    label = backend_label(opts)
+    new = pd.DataFrame({
+        "sample_id": df["sample_id"].astype("string").to_numpy(),
+        "embedding": pd.Series([r.get("embedding") for r in recs], dtype=object).to_numpy(),
+        "embed_backend": pd.array([label if r.get("embedding") is not None else None for r in recs], dtype="string"),
+        "embed_source": pd.array([r.get("embed_source") for r in recs], dtype="string"),
+        "embed_error": pd.array([r.get("embed_error") for r in recs], dtype="string"),
+    })
+    m.df = merge_columns(df, new)
+    dims = {len(r["embedding"]) for r in recs if r.get("embedding") is not None}
+    params = {"backend": opts.backend, "label": label, "weights": opts.weights, "weights_sha256": _weights_sha(opts),
+              "size": opts.size, "key": key, "dims": sorted(dims), "workers": workers, **engine.current().describe(),
+              "embedded": int(sum(r.get("embedding") is not None for r in recs))}
+    write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
+    journal.remove()
+    return m

@@ -1,0 +1,107 @@
+"""Embedding backends for `curate embed`, in a registry: a name -> a function of a batch of RGB
+crops (PIL images) returning one vector each.
+
+- `stats` needs no weights: colour (a 4x4x4 RGB histogram), edges (an 8-bin gradient-orientation
+  histogram weighted by magnitude) and layout (a 4x4 grid of mean luma and of edge density),
+  measured at `size` px; 104 numbers, deterministic, for offline machines and tests.
+- `ultralytics` is the backbone of a YOLO model the user already has (`--weights yolo11n.pt`,
+  or a `.yaml` for a random-init model with seeded weights: mechanics only); ultralytics'
+  `embed` pools the features before the detection head. TFLite and other exports have no
+  `embed`: refused in one line.
+
+Every vector is L2-normalised, so cosine similarity is a dot product. A new backend is one
+function and one `register` line (open_clip, timm, DINO with weights the user supplies).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    embed: Callable[..., list[np.ndarray]]    # (images, size, weights) -> vectors
+    needs_weights: bool
+    doc: str
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(b: Backend) -> Backend:
+    BACKENDS[b.name] = b
+    return b
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32).ravel()
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def stats_vector(img, size: int) -> np.ndarray:
+    """The weightless embedding of one RGB image (see the module docstring)."""
+    import cv2
+
+    im = img.convert("RGB")
+    im.thumbnail((size, size))
+    rgb = np.asarray(im, dtype=np.uint8)
+    colour = np.histogramdd(rgb.reshape(-1, 3), bins=(4, 4, 4), range=((0, 256),) * 3)[0].ravel()
+    colour /= max(1.0, colour.sum())
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    mag, ang = np.hypot(gx, gy), np.mod(np.arctan2(gy, gx), np.pi)
+    edges = np.histogram(ang, bins=8, range=(0, np.pi), weights=mag)[0]
+    edges /= max(1e-6, edges.sum())
+    h, w = grey.shape
+    ys, xs = np.linspace(0, h, 5).astype(int), np.linspace(0, w, 5).astype(int)
+    strong = mag > 0.25
+    luma_grid, edge_grid = [], []
+    for i in range(4):
+        for j in range(4):
+            cell = (slice(ys[i], max(ys[i + 1], ys[i] + 1)), slice(xs[j], max(xs[j + 1], xs[j] + 1)))
+            luma_grid.append(float(grey[cell].mean()))
+            edge_grid.append(float(strong[cell].mean()))
+    return _unit(np.concatenate([colour, edges, np.array(luma_grid) * 0.25, np.array(edge_grid) * 0.25]))
+
+
+def _stats(images, size: int, weights=None) -> list[np.ndarray]:
+    return [stats_vector(im, size) for im in images]
+
+
+_models: dict[str, object] = {}    # weights path -> loaded model, per process
+
+
+def check_ultralytics_weights(weights) -> None:
+    if not weights:
+        raise UserError("--backend ultralytics needs --weights: a YOLO .pt file (or a model .yaml for a "
+                        "random-init model, for tests)")
+    p = Path(str(weights))
+    if p.suffix not in (".pt", ".yaml", ".yml"):
+        raise UserError(f"--weights {weights}: ultralytics' embed needs a PyTorch model (.pt) or a .yaml; "
+                        f"a {p.suffix or 'file without suffix'} export has no embedding layer")
+    if p.suffix == ".pt" and not p.is_file():
+        raise UserError(f"--weights {weights}: no such file")
+
+
+def _ultralytics(images, size: int, weights=None) -> list[np.ndarray]:
+    key = str(weights)
+    if key not in _models:
+        import torch
+        from ultralytics import YOLO
+
+        torch.manual_seed(0)                 # a .yaml model gets the same random weights every time
+        _models[key] = YOLO(key)
+    out = _models[key].embed([np.asarray(im.convert("RGB"))[:, :, ::-1] for im in images], imgsz=size,
+                             verbose=False)
+    return [_unit(t.detach().cpu().numpy()) for t in out]
+
+
+register(Backend("stats", _stats, False, "colour, edge-orientation and layout statistics; no weights"))
+register(Backend("ultralytics", _ultralytics, True, "a YOLO model's pooled backbone features (--weights .pt)"))

@@ -1,0 +1,100 @@
+"""`curate embed`: deterministic, resumable after kill -9, the ultralytics backend's mechanics with
+a random-init model, and one-line refusals."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from manifests import read_manifest
+from tests.test_row_stage import _complete_lines, _kill_when_journal_has, _photos
+
+CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
+
+
+def _vectors(manifest: Path) -> dict[str, np.ndarray | None]:
+    df = read_manifest(manifest).df
+    return {sid: None if e is None else np.asarray(e, dtype=np.float32) for sid, e in zip(df["sample_id"], df["embedding"])}
+
+
+def _scan(folder: Path, manifest: Path) -> None:
+    subprocess.run([*CURATE, "scan", str(folder), "-o", str(manifest), "--no-progress"], check=True,
+                   capture_output=True, timeout=300)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all((x is None and y is None) or (x is not None and y is not None and
+                                        np.array_equal(x, y)) for x, y in zip(a.values(), (b[k] for k in a)))
+
+
+def test_stats_embeddings_on_real_photos_are_identical_twice(tmp_path, shared_data):
+    photos = tmp_path / "photos"
+    for sub, n in (("web/bikes", 12), ("motorbikes/caltech101", 8), ("motorbikes/cctv", 4)):
+        (photos / sub).mkdir(parents=True)
+        for f in sorted((shared_data / sub).iterdir())[:n]:
+            shutil.copy(f, photos / sub / f.name)
+    (photos / "notes.txt").write_text("not a photo")
+    m = tmp_path / "work" / "manifest.parquet"
+    _scan(photos, m)
+    subprocess.run([*CURATE, "embed", "--manifest", str(m), "--no-progress"], check=True, capture_output=True)
+    first = _vectors(m)
+    subprocess.run([*CURATE, "embed", "--manifest", str(m), "--no-progress", "--force"], check=True, capture_output=True)
+    assert _same(first, _vectors(m))
+    df = read_manifest(m).df.set_index("path")
+    assert df.loc["notes.txt", "embedding"] is None and "not decodable" in df.loc["notes.txt", "embed_error"]
+    vecs = [v for v in first.values() if v is not None]
+    assert len(vecs) == 24 and {len(v) for v in vecs} == {104}
+    assert all(abs(float(np.linalg.norm(v)) - 1) < 1e-5 for v in vecs)
+    assert read_manifest(m).stage_params("embed")["embedded"] == 24
+
+
+def test_embed_killed_mid_run_resumes_with_the_same_embeddings(tmp_path):
+    photos = _photos(tmp_path / "photos", 240, size=(320, 240))
+    ref, work = tmp_path / "ref" / "manifest.parquet", tmp_path / "work" / "manifest.parquet"
+    for m in (ref, work):
+        _scan(photos, m)
+    subprocess.run([*CURATE, "embed", "--manifest", str(ref), "--no-progress", "--workers", "1"], check=True,
+                   capture_output=True, timeout=300)
+    cmd = [*CURATE, "embed", "--manifest", str(work), "--no-progress", "--workers", "1"]
+    if not _kill_when_journal_has(cmd, (work.parent / "cache" / "embed", "partial-*.jsonl"), lines=16):
+        pytest.skip("embed finished before the kill (machine too fast for this folder)")
+    done_before = _complete_lines(next((work.parent / "cache" / "embed").glob("partial-*.jsonl")))
+    out = subprocess.run([*CURATE, "-v", *cmd[3:]], check=True, capture_output=True, text=True, timeout=300)
+    reused = int(out.stderr.split("row(s) to embed, ")[1].split()[0])
+    assert reused >= done_before
+    assert _same(_vectors(ref), _vectors(work))
+    assert not list((work.parent / "cache" / "embed").glob("partial-*"))
+
+
+def test_ultralytics_backend_mechanics_with_a_random_init_model(tmp_path):
+    photos = _photos(tmp_path / "photos", 6)
+    m = tmp_path / "work" / "manifest.parquet"
+    _scan(photos, m)
+    args = [*CURATE, "embed", "--manifest", str(m), "--no-progress", "--backend", "ultralytics",
+            "--weights", "yolo11n.yaml", "--size", "160"]
+    subprocess.run(args, check=True, capture_output=True, timeout=600)
+    first = _vectors(m)
+    subprocess.run([*args, "--force"], check=True, capture_output=True, timeout=600)
+    assert _same(first, _vectors(m))                       # seeded random init: the same weights each time
+    assert {len(v) for v in first.values()} == {256}
+    p = read_manifest(m).stage_params("embed")
+    assert p["label"] == "ultralytics:yolo11n.yaml" and p["dims"] == [256]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "ultralytics"], "--backend ultralytics needs --weights"),
+    (["--backend", "ultralytics", "--weights", "model.tflite"], "a .tflite export has no embedding layer"),
+    (["--weights", "yolo11n.pt"], "--weights goes with --backend ultralytics"),
+    (["--size", "8"], "--size must be in 32..1024"),
+])
+def test_bad_embed_options_are_one_line(tmp_path, curate_cli, args, message):
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "a.png")
+    m = tmp_path / "w" / "manifest.parquet"
+    assert curate_cli(["scan", str(tmp_path), "-o", str(m), "--no-progress"])[0] == 0
+    before = m.read_bytes()
+    code, _, err = curate_cli(["embed", "--manifest", str(m), *args])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert m.read_bytes() == before
