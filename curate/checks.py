@@ -30,6 +30,8 @@ BUSY_THRESHOLD = 1.0
 CUT_OFF_THRESHOLD = 0.9  # border line under the box almost all bike: cut through, not touching
 CLOSEUP_THRESHOLD = 0.92
 SEVERAL_THRESHOLD = 0.4    # the second bike at least ~2/3 the main one's size each way
+OUTLIER_OFF = 1.01         # above any score: the outlier check flags nothing until its precision is measured
+#                            (set --threshold outlier=0.95, or let `curate calibrate` fit it to your tags)
 FOREGROUND_DIFF = 40     # a border pixel this far (max over R, G, B) from the border's median is not background
 
 
@@ -129,6 +131,20 @@ register(Check(
     "size, no single subject",
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=SEVERAL_THRESHOLD,
     from_row=lambda row: second_bike(row)))
+register(Check(
+    "outlier", "odd one out", "rank (0..1, 1 = most unusual) of the sample's cosine distance to its k-th "
+    "nearest primary sample in embedding space (`curate embed`; null before it runs): custom builds, "
+    "odd angles, add-ons, toy bikes, and pictures that are no bike at all",
+    _ramp, {"lo": 0.0, "hi": 1.0}, threshold=OUTLIER_OFF,
+    from_row=lambda row: _present_float(row.get("outlier_rank"))))
+
+
+def _present_float(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
 
 
 # ---------------------------------------------------------------- row-based measures (detections)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "embed"
 VERSION = "v1"
+OUTLIER_K = 5            # the outlier check's distance is to the k-th nearest primary sample
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,40 @@ def embed_chunk(jobs: list[dict], backend: str, size: int, weights) -> list[dict
     return out
 
 
+def outlier_distances(vectors: list, primary: np.ndarray, k: int = OUTLIER_K
+                      ) -> tuple[list[float | None], list[float | None]]:
+    """Per row: the cosine distance to its k-th nearest primary sample (itself excluded), and that
+    distance's rank among the primary samples' own, 0..1 (None without a vector, or with fewer than
+    two primary vectors)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    have = np.array([v is not None for v in vectors])
+    prim = np.flatnonzero(have & primary)
+    out_d: list[float | None] = [None] * len(vectors)
+    out_r: list[float | None] = [None] * len(vectors)
+    if len(prim) < 2:
+        return out_d, out_r
+    dims = {len(vectors[i]) for i in np.flatnonzero(have)}
+    if len(dims) != 1:
+        return out_d, out_r                   # mixed backends in one manifest: no common space
+    base = np.asarray([vectors[i] for i in prim], dtype=np.float32)
+    k = min(k, len(prim) - 1)
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(base)
+    rows = np.flatnonzero(have)
+    dist, idx = nn.kneighbors(np.asarray([vectors[i] for i in rows], dtype=np.float32))
+    own = dict(zip(prim.tolist(), range(len(prim))))
+    kth = np.empty(len(rows))
+    for n, i in enumerate(rows):
+        ds = [d for d, j in zip(dist[n], idx[n]) if own.get(int(i)) != int(j)]   # itself excluded
+        kth[n] = ds[k - 1]
+    ref = np.sort(kth[[n for n, i in enumerate(rows) if int(i) in own]])
+    for n, i in enumerate(rows):
+        out_d[i] = float(max(kth[n], 0.0))
+        out_r[i] = float(np.searchsorted(ref, kth[n], side="left") / max(1, len(ref) - 1))
+        out_r[i] = min(out_r[i], 1.0)
+    return out_d, out_r
+
+
 @locks_manifest()
 def embed_manifest(manifest_path, opts: EmbedOptions = EmbedOptions(), *, progress: bool = True) -> Manifest:
     """Embed every row's crop (resuming); rewrite the manifest in place."""
@@ -128,11 +163,14 @@ def embed_manifest(manifest_path, opts: EmbedOptions = EmbedOptions(), *, progre
         "embed_source": pd.array([r.get("embed_source") for r in recs], dtype="string"),
         "embed_error": pd.array([r.get("embed_error") for r in recs], dtype="string"),
     })
+    knn, rank = outlier_distances([r.get("embedding") for r in recs], df["crop_index"].to_numpy() == 0)
+    new["outlier_knn"] = pd.array(knn, dtype="Float32")
+    new["outlier_rank"] = pd.array(rank, dtype="Float32")
     m.df = merge_columns(df, new)
     dims = {len(r["embedding"]) for r in recs if r.get("embedding") is not None}
     params = {"backend": opts.backend, "label": label, "weights": opts.weights, "weights_sha256": _weights_sha(opts),
               "size": opts.size, "key": key, "dims": sorted(dims), "workers": workers, **engine.current().describe(),
-              "embedded": int(sum(r.get("embedding") is not None for r in recs))}
+              "embedded": int(sum(r.get("embedding") is not None for r in recs)), "outlier_k": OUTLIER_K}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     journal.remove()
     return m

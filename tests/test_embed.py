@@ -98,3 +98,26 @@ def test_bad_embed_options_are_one_line(tmp_path, curate_cli, args, message):
     code, _, err = curate_cli(["embed", "--manifest", str(m), *args])
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert m.read_bytes() == before
+
+
+def test_the_odd_one_out_gets_the_top_outlier_rank_and_flags_only_when_asked(tmp_path):
+    """20 similar photos and a plain red one: embed ranks the red one most unusual (1.0); score turns
+    the rank into the `outlier` check, which flags nothing by default (its precision is not measured
+    yet) and flags the odd one alone at --threshold outlier=0.99 (the next rank is 19/20)."""
+    photos = _photos(tmp_path / "photos", 20)
+    Image.new("RGB", (160, 120), (220, 10, 10)).save(photos / "odd.png")
+    m = tmp_path / "work" / "manifest.parquet"
+    _scan(photos, m)
+    subprocess.run([*CURATE, "embed", "--manifest", str(m), "--no-progress"], check=True, capture_output=True)
+    df = read_manifest(m).df.set_index("path")
+    assert df.loc["odd.png", "outlier_rank"] == pytest.approx(1.0)
+    assert df["outlier_rank"].between(0, 1).all() and (df["outlier_rank"] < 1).sum() == 20
+    assert df.loc["odd.png", "outlier_knn"] > df.drop(index="odd.png")["outlier_knn"].max()
+    subprocess.run([*CURATE, "score", "--manifest", str(m), "--no-progress"], check=True, capture_output=True)
+    df = read_manifest(m).df.set_index("path")
+    assert df.loc["odd.png", "outlier_score"] == pytest.approx(1.0)
+    assert not df["outlier_flag"].fillna(False).any()
+    subprocess.run([*CURATE, "score", "--manifest", str(m), "--rethreshold", "--threshold", "outlier=0.99"],
+                   check=True, capture_output=True)
+    flagged = read_manifest(m).df.set_index("path")["outlier_flag"].fillna(False)
+    assert flagged[flagged].index.tolist() == ["odd.png"]
