@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from manifests import read_manifest
+from tests.test_row_stage import _complete_lines, _kill_when_journal_has, _photos, _rerun_reused, _scanned_pair
 
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
 
@@ -64,6 +65,14 @@ def test_ray_engine_gives_the_local_manifest_on_real_photos(tmp_path, shared_dat
     assert stages["detect"]["engine"] == "local"
 
 
+def _scored_reference(tmp_path: Path) -> tuple[Path, Path]:
+    """240 photos scanned twice; `ref` scored by the local engine, `work` left for the Ray run."""
+    ref, work = _scanned_pair(_photos(tmp_path / "photos", 240, size=(260, 200)), tmp_path)
+    subprocess.run([*CURATE, "score", "--manifest", str(ref), "--no-progress"], check=True, capture_output=True,
+                   timeout=600)
+    return ref, work
+
+
 def _ray_workers(root_pid: int) -> list[int]:
     """Ray worker processes running our map task (not the raylet, whose command line names the worker
     script too)."""
@@ -84,19 +93,7 @@ def _ray_workers(root_pid: int) -> list[int]:
 def test_a_killed_ray_worker_loses_nothing(tmp_path, ray_installed):
     """kill -9 of one Ray worker (by its PID) while `curate score --engine ray` runs: Ray runs its task
     again, and the manifest equals the local engine's."""
-    import numpy as np
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(240):
-        Image.fromarray(rng.integers(0, 255, (200, 260, 3), dtype=np.uint8)).save(photos / f"p{i:03d}.png")
-    ref, work = tmp_path / "ref" / "m.parquet", tmp_path / "work" / "m.parquet"
-    for m in (ref, work):
-        subprocess.run([*CURATE, "scan", str(photos), "-o", str(m), "--no-progress"], check=True, capture_output=True,
-                       timeout=300)
-    subprocess.run([*CURATE, "score", "--manifest", str(ref), "--no-progress"], check=True, capture_output=True,
-                   timeout=600)
+    ref, work = _scored_reference(tmp_path)
     proc = subprocess.Popen([*CURATE, "score", "--manifest", str(work), "--no-progress", "--engine", "ray"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     journal_dir = work.parent / "cache" / "score"
@@ -129,26 +126,10 @@ def test_a_killed_ray_worker_loses_nothing(tmp_path, ray_installed):
 def test_an_interrupted_ray_run_resumes_with_only_the_missing_work(tmp_path, ray_installed):
     """kill -9 of `curate score --engine ray` (its whole process group: driver and local Ray instance)
     after some rows: the rerun on Ray measures only the rest and ends with the local engine's manifest."""
-    import numpy as np
-
-    from tests.test_row_stage import _complete_lines, _kill_when_journal_has
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(240):
-        Image.fromarray(rng.integers(0, 255, (200, 260, 3), dtype=np.uint8)).save(photos / f"p{i:03d}.png")
-    ref, work = tmp_path / "ref" / "m.parquet", tmp_path / "work" / "m.parquet"
-    for m in (ref, work):
-        subprocess.run([*CURATE, "scan", str(photos), "-o", str(m), "--no-progress"], check=True, capture_output=True,
-                       timeout=300)
-    subprocess.run([*CURATE, "score", "--manifest", str(ref), "--no-progress"], check=True, capture_output=True,
-                   timeout=600)
+    ref, work = _scored_reference(tmp_path)
     cmd = [*CURATE, "score", "--manifest", str(work), "--no-progress", "--engine", "ray"]
     if not _kill_when_journal_has(cmd, (work.parent / "cache" / "score", "partial-*.jsonl"), lines=32):
         pytest.skip("score finished before the kill")
     done_before = _complete_lines(next((work.parent / "cache" / "score").glob("partial-*.jsonl")))
-    out = subprocess.run([*CURATE, "-v", *cmd[3:]], check=True, capture_output=True, text=True, timeout=600)
-    reused = int(out.stderr.split("row(s) to measure, ")[1].split()[0])
-    assert reused >= done_before
+    assert _rerun_reused(cmd[3:], "row(s) to measure, ") >= done_before
     _same(ref, work)

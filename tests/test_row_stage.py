@@ -30,6 +30,21 @@ def _frame(manifest: Path):
     return read_manifest(manifest).df.sort_values("sample_id").reset_index(drop=True)
 
 
+def _scanned_pair(photos: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The same folder scanned into two work folders: `ref` for an uninterrupted run, `work` to kill."""
+    ref, work = tmp_path / "ref" / "manifest.parquet", tmp_path / "work" / "manifest.parquet"
+    for m in (ref, work):
+        subprocess.run([*CURATE, "scan", str(photos), "-o", str(m), "--no-progress"], check=True,
+                       capture_output=True, timeout=300)
+    return ref, work
+
+
+def _rerun_reused(args: list[str], marker: str) -> int:
+    """Run `curate -v ARGS` again; the number of rows it says it reused (the number after `marker`)."""
+    out = subprocess.run([*CURATE, "-v", *args], check=True, capture_output=True, text=True, timeout=600)
+    return int(out.stderr.split(marker)[1].split()[0])
+
+
 def _kill_when_journal_has(cmd: list[str], journal_glob: tuple[Path, str], lines: int, timeout: float = 120):
     """Start `cmd`; kill -9 its process group once its journal holds `lines` lines. True if killed
     mid-run (False: it finished first)."""
@@ -71,10 +86,7 @@ def test_score_killed_mid_run_resumes_from_its_journal(tmp_path):
     """kill -9 of `curate score` after some rows: the rerun takes them from the journal, measures
     only the rest, and ends with the manifest an uninterrupted run makes; no journal is left."""
     photos = _photos(tmp_path / "photos", 120)
-    ref, work = tmp_path / "ref" / "manifest.parquet", tmp_path / "work" / "manifest.parquet"
-    for m in (ref, work):
-        subprocess.run([*CURATE, "scan", str(photos), "-o", str(m), "--no-progress"], check=True,
-                       capture_output=True, timeout=120)
+    ref, work = _scanned_pair(photos, tmp_path)
     subprocess.run([*CURATE, "score", "--manifest", str(ref), "--no-progress", "--workers", "1"], check=True,
                    capture_output=True, timeout=300)
     before = work.read_bytes()
@@ -84,9 +96,8 @@ def test_score_killed_mid_run_resumes_from_its_journal(tmp_path):
         pytest.skip("score finished before the kill (machine too fast for this folder)")
     assert work.read_bytes() == before                    # score writes the manifest once, at the end
     done_before = _complete_lines(next((work.parent / "cache" / "score").glob("partial-*.jsonl")))
-    out = subprocess.run([*CURATE, "-v", "score", "--manifest", str(work), "--no-progress", "--workers", "1"],
-                         check=True, capture_output=True, text=True, timeout=300)
-    reused = int(out.stderr.split("row(s) to measure, ")[1].split()[0])
+    reused = _rerun_reused(["score", "--manifest", str(work), "--no-progress", "--workers", "1"],
+                           "row(s) to measure, ")
     assert reused >= done_before                           # the journaled rows were not measured again
     a, b = _frame(ref), _frame(work)
     cols = [c for c in a.columns if c not in ("score_source",)]
