@@ -68,7 +68,7 @@ def table(work: Path):
 def leftovers(work: Path) -> list[str]:
     """Temp files of atomic writes (`.<name>.<random><suffix>`), journals and locks' temp files: none
     should survive a completed rerun."""
-    from curate.row_stage import is_leftover
+    from curate.leftovers import is_leftover
 
     return sorted(str(p.relative_to(work)) for p in work.rglob("*")
                   if p.is_file() and (is_leftover(p.name) or p.name.startswith("partial-")))

@@ -35,7 +35,7 @@ from manifests.paths import present
 from .detector import DEFAULT_WEIGHTS
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
 from .detect_stream import SECOND_LOOK_CONF, Job, stream_detections
-from .row_stage import Journal, run_chunks, sweep_leftovers
+from .row_stage import Journal, run_chunks
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,6 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
     run = DetectResults(m, manifest_path, det, opts, key)
     for job, why in undecodable:
         run.record_failure(job, "not_decodable", why)
-    sweep_leftovers(manifest_path)
     journal = Journal(manifest_path, STAGE, key)
     n_todo = len(todo)
     todo = run.restore(journal.load(), todo, folder)

@@ -7,6 +7,7 @@ what is missing.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,10 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
     except OSError as exc:
         raise UserError(f"-o {workdir}: cannot create the work folder ({exc.strerror or exc})") from exc
     claim_folder(workdir / CACHE_DIRNAME)  # a user's own `cache/` there is refused before any work
-    from .engine import current, using
+    from .engine import using
 
-    engine = (opts.engine, opts.address) if opts.engine else (current().name, current().address)
-    with work_lock(workdir / CACHE_DIRNAME, workdir), using(*engine):
+    engine = using(opts.engine, opts.address) if opts.engine else nullcontext()   # else the caller's
+    with work_lock(workdir / CACHE_DIRNAME, workdir, manifest_name=MANIFEST_NAME), engine:
         return _run_locked(folder, workdir, opts, progress)
 
 

@@ -1,8 +1,8 @@
 """The per-row work of a stage as a Ray Data job: chunks of row jobs mapped by Ray tasks, results
 streamed back to the driver (see `curate.engine`).
 
-The jobs travel once through Ray's object store; each task gets a batch of chunk numbers, runs the
-stage's own chunk function on those chunks and returns the pickled results (row results hold
+Each chunk of jobs travels pickled, once, as one row of the dataset; a task runs the stage's own
+chunk function on its chunk and returns the pickled results (row results hold
 nested, mixed-type values that need not fit an Arrow schema). Ray retries a task whose worker
 died, so a killed worker costs a repeat of its chunks, not the run; and the driver journals every
 result as it arrives, so a killed driver loses nothing either (`curate.row_stage`).
@@ -57,14 +57,8 @@ def connect(address: str | None, workers: int) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)   # no "Starting execution of Dataset ..." per stage
 
 
-def _run_chunks(batch, *, fn, jobs_ref, chunk_size: int):
-    import ray
-
-    jobs = ray.get(jobs_ref)
-    out = []
-    for k in batch["chunk"].tolist():
-        out.append(pickle.dumps(fn(list(jobs[k * chunk_size:(k + 1) * chunk_size]))))
-    return {"result": out}
+def _run_chunks(batch, *, fn):
+    return {"result": [pickle.dumps(fn(pickle.loads(blob))) for blob in batch["jobs"]]}
 
 
 def ray_map_chunks(fn: Callable[[list], list], items: Sequence, *, address: str | None, workers: int,
@@ -79,14 +73,12 @@ def ray_map_chunks(fn: Callable[[list], list], items: Sequence, *, address: str 
     import ray
     import ray.data
 
-    jobs_ref = ray.put(list(items))
-    n_chunks = (len(items) + chunk_size - 1) // chunk_size
-    ds = ray.data.range(n_chunks, override_num_blocks=min(n_chunks, max(1, 4 * workers))).rename_columns(
-        {"id": "chunk"})
+    chunks = [pickle.dumps(list(items[i:i + chunk_size])) for i in range(0, len(items), chunk_size)]
+    ds = ray.data.from_items([{"jobs": c} for c in chunks], override_num_blocks=min(len(chunks), max(1, 4 * workers)))
     with warnings.catch_warnings():            # max_retries is passed as a remote arg (deprecated spelling)
         warnings.simplefilter("ignore")
         ds = ds.map_batches(_run_chunks, batch_size=1, batch_format="numpy", zero_copy_batch=True,
-                            fn_kwargs={"fn": fn, "jobs_ref": jobs_ref, "chunk_size": chunk_size},
+                            fn_kwargs={"fn": fn},
                             max_retries=3)     # a task whose worker died runs again
     bar = tqdm(total=len(items), desc=f"{desc} (ray)", unit=unit, disable=not progress, dynamic_ncols=True)
     try:

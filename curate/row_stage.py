@@ -10,8 +10,8 @@ where to keep what it finds; `run_rows` does the rest:
 - when the stage also `publish`es (repair and detect rewrite the manifest so the next stage, or a
   person, can use what is done), that happens every `every` rows or `seconds` seconds, on an
   interrupt, and once at the end;
-- before any work, the temp files that a killed atomic write left in the stage's folders are
-  removed (the work folder's lock, `curate.work_lock`, says no other writer is using them).
+- the temp files that a killed atomic write left are removed when the stage takes the work
+  folder's lock (`curate.work_lock`, `curate.leftovers`), once per command.
 
 The stage writes the manifest itself once all rows are done and then calls `Journal.remove`.
 `scan` is not a row stage (it makes the rows); its checkpoint is the manifest itself, written by
@@ -20,19 +20,12 @@ the same `Checkpoint` clock.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from manifests.paths import CACHE_DIRNAME, cache_dir, is_ours
-
-log = logging.getLogger(__name__)
-
-# cache/ folders the curate stages write (pack/ and fid/ belong to commands that take no lock)
-STAGE_FOLDERS = ("repaired", "crops", "repair", "detect", "score", "dedupe", "review")
+from manifests.paths import cache_dir
 
 
 class Checkpoint:
@@ -93,37 +86,6 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def is_leftover(name: str) -> bool:
-    """A temp file of `common.atomic` (`.<name>.<random><suffix>`) or of an older version."""
-    return name.startswith(".") and name.count(".") >= 2 and name != ".gitignore"
-
-
-def sweep_leftovers(manifest_path: Path) -> int:
-    """Remove what killed writes left: the manifests' temp files beside `manifest_path` and the temp
-    files in the curate stages' cache folders. Returns how many were removed."""
-    manifest_path = Path(manifest_path).resolve()
-    folder = manifest_path.parent
-    removed = 0
-    # only this manifest's own temp files: the folder may be the user's
-    mine = re.compile(rf"^\.{re.escape(manifest_path.name)}\.[a-z0-9_]{{8}}\.tmp$")
-    candidates = [p for p in folder.glob(f".{manifest_path.name}.*") if mine.match(p.name) and p.is_file()]
-    cache = folder / CACHE_DIRNAME
-    if cache.is_dir() and is_ours(cache):
-        for sub in STAGE_FOLDERS:
-            top = cache / sub
-            if top.is_dir():
-                candidates += [p for p in top.rglob(".*") if p.is_file() and is_leftover(p.name)]
-    for p in candidates:
-        try:
-            p.unlink()
-            removed += 1
-        except OSError:
-            pass
-    if removed:
-        log.info("removed %d temp file(s) left by an interrupted run", removed)
-    return removed
-
-
 def run_chunks(chunks: Iterable[list], on_chunk: Callable[[list], None], *, every: int = 1 << 62,
                seconds: float = float("inf"), publish: Callable[[bool], None] | None = None) -> None:
     """Hand every chunk of results to `on_chunk`; `publish(complete=False)` when a `Checkpoint` is due
@@ -160,11 +122,8 @@ def run_rows(fn: Callable[[list], list], todo: Sequence, done: dict[str, dict], 
              prepare: Callable[[dict], dict] | None = None, publish: Callable[[bool], None] | None = None,
              every: int = 1 << 62, seconds: float = float("inf")) -> None:
     """Run `fn` over chunks of `todo` in the pool; each result (after `prepare`) goes to `journal` and
-    into `done` by the journal's id field; see `run_chunks` for `publish`. Temp files of an earlier
-    killed run are removed first (`sweep_leftovers`)."""
+    into `done` by the journal's id field; see `run_chunks` for `publish`."""
     id_field = journal.id_field if journal is not None else "sample_id"
-    if journal is not None:
-        sweep_leftovers(journal.manifest_path)
 
     def keep(chunk: list[dict]) -> None:
         if prepare is not None:

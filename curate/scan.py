@@ -49,7 +49,7 @@ from manifests.schema import core
 
 from common.pool import resolve_workers
 from .probe import content_digest, probe_many
-from .row_stage import pooled, run_chunks, sweep_leftovers
+from .row_stage import pooled, run_chunks
 from . import engine
 from .work_lock import manifest_lock
 from .walk import Entry, walk_files
@@ -209,7 +209,6 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
 
 
 def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: int, progress: bool) -> Manifest:
-    sweep_leftovers(manifest_path)
     previous = _load_previous(manifest_path, root)
     opts = opts.with_previous(previous)
     exclude, excluded = _exclusions(manifest_path)

@@ -26,6 +26,8 @@ from pathlib import Path
 from common.errors import UserError
 from manifests.paths import CACHE_DIRNAME, claim_folder
 
+from .leftovers import sweep_leftovers
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
@@ -43,8 +45,9 @@ def _holder(fd: int) -> str:
 
 
 @contextmanager
-def work_lock(cache_folder: Path, workdir: Path, *, named: str | None = None):
-    """Hold the work folder's lock for the duration of the block; a UserError when another holds it."""
+def work_lock(cache_folder: Path, workdir: Path, *, named: str | None = None, manifest_name: str | None = None):
+    """Hold the work folder's lock for the duration of the block; a UserError when another holds it.
+    Taking it removes what killed writes left there (`curate.leftovers`; of `manifest_name` beside it)."""
     path = Path(cache_folder) / LOCK_NAME
     key = str(path.resolve())
     with _guard:
@@ -75,6 +78,7 @@ def work_lock(cache_folder: Path, workdir: Path, *, named: str | None = None):
         with _guard:
             _held[key] = 1
         try:
+            sweep_leftovers(Path(workdir), manifest_name)
             yield
         finally:
             with _guard:
@@ -101,7 +105,7 @@ def manifest_lock(manifest_path):
         log.warning("%s: not locked (its cache/ is not motocurate's); run one command at a time there", folder)
         yield
         return
-    with work_lock(cache, folder, named=str(folder)):
+    with work_lock(cache, folder, named=str(folder), manifest_name=manifest_path.name):
         yield
 
 
