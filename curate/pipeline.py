@@ -1,4 +1,5 @@
-"""`curate run`: scan, repair, detect, score, dedupe, filter and report, in order, resuming.
+"""`curate run`: scan, repair, detect, score, dedupe, embed, filter, cluster and report, in order,
+resuming.
 
 Each stage resumes by itself (it skips rows it already handled with the same
 parameters), so running the pipeline again after an interruption redoes only
@@ -92,7 +93,9 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
 def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -> RunResult:
     from .dedupe import DedupeOptions, dedupe_manifest
     from .detect import DetectOptions, detect_manifest
+    from .cluster import cluster_manifest
     from .detector import resolve_weights
+    from .embed import EmbedOptions, embed_manifest
     from .filter import filter_manifest
     from .repair import repair_manifest
     from .scan import ScanOptions, scan_folder
@@ -119,8 +122,14 @@ def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -
     score_manifest(manifest, ScoreOptions(workers=opts.workers), progress=progress)
     log.info("dedupe")
     dedupe_manifest(manifest, DedupeOptions(workers=opts.workers), progress=progress)
+    log.info("embed")        # before filter: the outlier rule reads the embeddings' outlier rank
+    embed_manifest(manifest, EmbedOptions(workers=opts.workers), progress=progress)
     clean = workdir / CLEAN_NAME
     result = filter_manifest(manifest, clean)
+    try:
+        cluster_manifest(manifest)
+    except UserError as exc:     # too few kept samples to cluster: the report has no balance section
+        log.warning("cluster: skipped (%s)", exc)
     report = None
     if opts.report:
         from .report import write_report

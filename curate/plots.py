@@ -38,3 +38,40 @@ def score_histogram(groups: dict[str, np.ndarray], out: Path, *, title: str,
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     return out
+
+
+def scatter_map(x: np.ndarray, y: np.ndarray, groups: list, out: Path, *, title: str,
+                order: list | None = None, muted: tuple = ()) -> Path:
+    """A 2-D map of samples, one colour per group (a cluster id or a reason) to a PNG; groups named
+    in `muted` are drawn first, small and grey, so the others stand out."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    fig = Figure(figsize=(6.0, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    g = np.asarray([str(v) for v in groups], dtype=object)
+    names = [str(v) for v in (order if order is not None else sorted(set(g)))]
+    names = [n for n in names if n in muted] + [n for n in names if n not in muted]
+    loud = [n for n in names if n not in muted]
+    colours = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]   # no grey: that is `muted`'s
+    colours += [c for i, c in enumerate(colormaps["tab20b"].colors)]
+    for n in names:
+        sel = g == n
+        if not sel.any():
+            continue
+        if n in muted:
+            ax.scatter(x[sel], y[sel], s=6, c="#bbbbbb", label=f"{n} ({int(sel.sum())})", linewidths=0)
+        else:
+            ax.scatter(x[sel], y[sel], s=10, color=colours[loud.index(n) % len(colours)], label=f"{n} ({int(sel.sum())})",
+                       linewidths=0)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    return out

@@ -35,6 +35,7 @@ from manifests.paths import REPORT_TITLE, is_report_folder, is_within, present, 
 
 from .contact_sheet import SheetOptions, contact_sheet
 from .filter import REVIEWER, FilterOptions, decide, flag_checks, titles
+from .report_embedding import Pictures, embedding_sections
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-_TEMPS = (".index.html.", ".sheet_", ".hist_")   # temp files of the pictures and page a report writes
+_TEMPS = (".index.html.", ".sheet_", ".hist_", ".strip_", ".map_")   # temp files of the pictures and page a report writes
 
 
 def _prepare_out_dir(out_dir: Path, m) -> None:
@@ -193,7 +194,7 @@ def _prepare_out_dir(out_dir: Path, m) -> None:
     for old in out_dir.iterdir():
         # temp files an interrupted report left, and the pictures of an earlier one (a sheet for a
         # reason that no longer removes anything would stay there, unlinked, showing stale samples)
-        if old.is_file() and old.name.startswith((*_TEMPS, "sheet_", "hist_")):
+        if old.is_file() and old.name.startswith((*_TEMPS, "sheet_", "hist_", "strip_", "map_")):
             old.unlink(missing_ok=True)
     if not is_report_folder(out_dir):   # marked as ours before any picture lands in it
         write_text_atomic(out_dir / "index.html", f"<!DOCTYPE html><html><head><title>{REPORT_TITLE}: being "
@@ -253,6 +254,8 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
                       strip_opts)
         strips[r] = fname
     agreement = _agreement_sections(m, keep, reason, opts.labels)
+    embedded = embedding_sections(m, records, keep, reason, Pictures(
+        m.folder, root, out_dir, opts.per_sheet, opts.tile, opts.cols, opts.strip, opts.seed))
 
     hists = []
     for check in flag_checks(df.columns):
@@ -308,6 +311,7 @@ def write_report(manifest_path: str | Path, out_dir: str | Path, opts: ReportOpt
         for check, fname in hists:
             parts.append(f'<img src="{html.escape(fname)}" alt="histogram of {html.escape(check)} scores">')
         parts.append("</div>")
+    parts += embedded
     parts.append('<h2 id="sheets">Contact sheets</h2>')
     for r, title, count, shown, fname in sections:
         cap = f" (random {shown} of {count}, seed {opts.seed})" if shown < count else ""
