@@ -3,9 +3,11 @@
 `build_dataset` makes (or brings up to date) a persistent FiftyOne dataset named after the manifest:
 one sample per manifest row showing the crop (else the repaired copy, else the original) with its
 detections, every scalar column (status, scores, flags, duplicate group, ...) as a field, the
-automatic reject reasons as `auto_reasons`, and one saved view per reason. The reviewer tags samples
-`reject` or `keep` in the App; FiftyOne stores each tag in its database the moment it is made, so
-`pull_decisions` reads them from there: nothing is lost if the App or this process dies.
+automatic reject reasons as `auto_reasons`, one saved view per reason, and the FiftyOne Brain's
+uniqueness, embeddings map and similarity index from the manifest's embeddings
+(`curate.review_brain`). The reviewer tags samples `reject` or `keep` in the App; FiftyOne stores
+each tag in its database the moment it is made, so `pull_decisions` reads them from there: nothing
+is lost if the App or this process dies.
 
 FiftyOne is imported inside the functions (it starts a database on import). Its usage tracking is
 turned off (`FIFTYONE_DO_NOT_TRACK=true`) unless the user has set that variable themselves.
@@ -31,6 +33,7 @@ from manifests.paths import sample_image_path, source_path
 from manifests.schema.review import DECISIONS
 
 from .filter import FilterOptions, applicable_rules, decide
+from .review_brain import add_brain
 from .review_fields import (PLACEHOLDER_SIZE, detections, display_size, field_columns, has_crop, placeholder,
                             scalar)
 from .work_lock import locks_manifest
@@ -110,6 +113,7 @@ def _save_views(ds, df: pd.DataFrame, present: list[str]) -> list[str]:
         title = f"tagged {tag}"
         ds.save_view(title, ds.match_tags(tag), description=f"samples the reviewer tagged `{tag}`")
         made.append(title)
+    made += add_brain(ds, df)
     ds.info[VIEWS_KEY] = made
     ds.save()
     return made

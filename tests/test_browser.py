@@ -2,9 +2,12 @@
 
 Needs Debian's `chromium` (apt-get install -y chromium); skips where it is missing or cannot start.
 """
+import json
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -78,12 +81,37 @@ def _load(chromium: str, url: str, tmp_path: Path, shot: Path, budget_ms: int) -
     return run.stdout
 
 
+def _post(url: str, body: dict) -> bytes:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(req, timeout=60).read()
+
+
+def _embeddings_panel_is_served(url: str, name: str, n: int) -> None:
+    """The routes the App's embeddings panel loads its plot from serve our map: run info, then the
+    points as float32 columns behind a small header (magic, version, dtype, width, n, flags)."""
+    from curate.review_brain import VISUALIZATION
+
+    body = {"datasetName": name, "brainKey": VISUALIZATION}
+    info = json.loads(_post(f"{url}embeddings/v2/run-info", body))
+    assert (info["n"], info["dims"], info["method"]) == (n, 2, "pca"), info
+    raw = _post(f"{url}embeddings/v2/geometry", body)
+    magic, _, _, width, count, _ = struct.unpack("<IHBBII", raw[:16])
+    assert (magic, width, count) == (0x464F4531, 2, n)
+    xy = np.frombuffer(raw[16:], dtype="<f4")
+    assert len(xy) == 2 * n and np.isfinite(xy).all() and xy.std() > 0
+
+
 def test_app_shows_the_samples(tmp_path, shared_data):
-    """The App for a review dataset of real photos shows every sample, thumbnails drawn."""
+    """The App for a review dataset of real photos shows every sample, thumbnails drawn, and serves
+    the embeddings panel's map."""
     chromium = _chromium()
     from curate.review import ReviewOptions, app_url, build_dataset, dataset_name, launch
 
     manifest = shared_manifest(tmp_path, shared_data)
+    for args in (["embed", "--manifest", str(manifest), "--no-progress"],
+                 ["cluster", "--manifest", str(manifest), "--clusters", "2"]):
+        subprocess.run([sys.executable, "-c", "from curate.cli import main; main()", *args], check=True,
+                       capture_output=True, timeout=300)
     m = read_manifest(manifest)
     n = len(m.df)
     opts = ReviewOptions(port=_free_port())
@@ -94,6 +122,7 @@ def test_app_shows_the_samples(tmp_path, shared_data):
         first = Path(m.root) / m.df["path"][0]
         media = f"{url}media?filepath={urllib.parse.quote(str(first))}"
         assert urllib.request.urlopen(media, timeout=30).read() == first.read_bytes()
+        _embeddings_panel_is_served(url, dataset_name(manifest), n)
 
         shot = tmp_path / "app.png"
         for budget in (20_000, 45_000, 90_000):     # a loaded machine needs longer
