@@ -21,7 +21,7 @@ from manifests import Manifest, merge_columns, read_manifest, write_manifest
 from manifests.paths import present
 
 from . import engine
-from .embeddings import BACKENDS, check_ultralytics_weights
+from .embeddings import BACKENDS, check_tflite_weights, check_ultralytics_weights
 from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from .work_lock import locks_manifest
@@ -36,8 +36,8 @@ OUTLIER_K = 5            # the outlier check's distance is to the k-th nearest p
 @dataclass(frozen=True)
 class EmbedOptions:
     backend: str = "stats"
-    weights: str | None = None      # ultralytics: a .pt (or .yaml: random init, seeded)
-    size: int = 128                 # stats: longer side measured; ultralytics: the model's imgsz
+    weights: str | None = None      # ultralytics: a .pt (or .yaml: random init, seeded); tflite: a .tflite
+    size: int = 128                 # stats: longer side measured; ultralytics: the model's imgsz (tflite: its own)
     workers: int | None = None      # stats: processes (ultralytics runs in this process)
     force: bool = False
 
@@ -48,8 +48,10 @@ class EmbedOptions:
             raise UserError(f"--size must be in 32..1024 (got {self.size})")
         if self.backend == "ultralytics":
             check_ultralytics_weights(self.weights)
+        elif self.backend == "tflite":
+            check_tflite_weights(self.weights)
         elif self.weights:
-            raise UserError(f"--weights goes with --backend ultralytics, not {self.backend}")
+            raise UserError(f"--weights goes with --backend ultralytics or tflite, not {self.backend}")
 
 
 def backend_label(opts: EmbedOptions) -> str:
@@ -150,7 +152,7 @@ def embed_manifest(manifest_path, opts: EmbedOptions = EmbedOptions(), *, progre
                              "embed_error": r.get("embed_error") if present(r.get("embed_error")) else None}
     todo = stale_jobs(jobs, done, folder, "embed_source")
     log.info("embed: %d row(s) to embed, %d reused", len(todo), len(jobs) - len(todo))
-    workers = 1 if opts.backend == "ultralytics" else resolve_workers(opts.workers)
+    workers = 1 if BACKENDS[opts.backend].needs_weights else resolve_workers(opts.workers)   # a model per process
     run_rows(partial(embed_chunk, backend=opts.backend, size=opts.size, weights=opts.weights), todo, done,
              journal, workers=workers, progress=progress, desc="embed", unit="img",
              prepare=lambda r: {**r, "embed_source": relative_source(folder, r["embed_source"])})

@@ -16,14 +16,15 @@ D = EmbedOptions()
 Examples:
   curate embed --manifest work/manifest.parquet                      # weightless statistics
   curate embed --manifest work/manifest.parquet --backend ultralytics --weights ~/models/yolo11n.pt
+  curate embed --manifest work/manifest.parquet --backend tflite --weights yolov8n_int8.tflite
 """)
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Manifest to embed (rewritten in place).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=D.backend, show_default=True,
               help="; ".join(f"{b.name}: {b.doc}" for b in BACKENDS.values()))
-@click.option("--weights", default=None, help="--backend ultralytics: a YOLO .pt file (or a model .yaml).")
+@click.option("--weights", default=None, help="--backend ultralytics: a YOLO .pt file (or a model .yaml); --backend tflite: a .tflite export.")
 @click.option("--size", type=int, default=D.size, show_default=True, help="Size the crop is embedded at (px).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes (stats backend).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes (stats backend; the others run one model in this process).")
 @click.option("--force", is_flag=True, help="Embed every row again.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @engine_options

@@ -6,8 +6,11 @@ crops (PIL images) returning one vector each.
   measured at `size` px; 104 numbers, deterministic, for offline machines and tests.
 - `ultralytics` is the backbone of a YOLO model the user already has (`--weights yolo11n.pt`,
   or a `.yaml` for a random-init model with seeded weights: mechanics only); ultralytics'
-  `embed` pools the features before the detection head. TFLite and other exports have no
-  `embed`: refused in one line.
+  `embed` pools the features before the detection head.
+- `tflite` reads the same place out of a YOLO TFLite export (`--weights yolov8n.tflite`, as
+  `curate detect` takes): the interpreter keeps its intermediate tensors, the output of the
+  backbone's last block (SPPF, stride 32) is max-pooled over the picture (a MAC descriptor: the
+  grey letterbox around the crop cannot dilute a maximum as it does a mean). Needs `ai-edge-litert`.
 
 Every vector is L2-normalised, so cosine similarity is a dot product. A new backend is one
 function and one `register` line (open_clip, timm, DINO with weights the user supplies).
@@ -84,10 +87,77 @@ def check_ultralytics_weights(weights) -> None:
                         "random-init model, for tests)")
     p = Path(str(weights))
     if p.suffix not in (".pt", ".yaml", ".yml"):
+        hint = "; use --backend tflite for a .tflite export" if p.suffix == ".tflite" else ""
         raise UserError(f"--weights {weights}: ultralytics' embed needs a PyTorch model (.pt) or a .yaml; "
-                        f"a {p.suffix or 'file without suffix'} export has no embedding layer")
+                        f"a {p.suffix or 'file without suffix'} export has no embedding layer{hint}")
     if p.suffix == ".pt" and not p.is_file():
         raise UserError(f"--weights {weights}: no such file")
+
+
+def check_tflite_weights(weights) -> None:
+    if not weights or Path(str(weights)).suffix != ".tflite":
+        raise UserError("--backend tflite needs --weights: a YOLO TFLite export (.tflite)")
+    if not Path(str(weights)).is_file():
+        raise UserError(f"--weights {weights}: no such file")
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        raise UserError("--backend tflite needs ai-edge-litert: pip install ai-edge-litert") from None
+
+
+def sppf_output(details: list[dict]) -> int:
+    """Index of the tensor the backbone's SPPF block ends with: the first activation (a 4-D `Mul`, the
+    SiLU) after the concat of its max pools."""
+    pools = [d["index"] for d in details if "max_pool" in d["name"].lower()]
+    if pools:
+        after = sorted((d for d in details if d["index"] > max(pools) and len(d["shape"]) == 4),
+                       key=lambda d: d["index"])
+        concat = next((d["index"] for d in after if "concat" in d["name"].lower()), None)
+        act = next((d for d in after if concat is not None and d["index"] > concat
+                    and d["name"].split(";")[0].lower().endswith("mul")), None)
+        if act is not None:
+            return int(act["index"])
+    raise UserError("this TFLite model has no SPPF block to read features from (is it a YOLOv8/11 export?)")
+
+
+class _TFLiteFeatures:
+    def __init__(self, path: str):
+        import os
+        import warnings
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        with warnings.catch_warnings():      # "for debugging only": it is how the features are read
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            self.it = Interpreter(model_path=path, experimental_preserve_all_tensors=True,
+                                  num_threads=max(1, os.cpu_count() or 1))
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]
+        self.out = sppf_output(self.it.get_tensor_details())
+
+    def __call__(self, img) -> np.ndarray:
+        from PIL import Image
+
+        _, h, w, _ = (int(x) for x in self.inp["shape"])
+        im = img.convert("RGB")
+        im.thumbnail((w, h))
+        canvas = Image.new("RGB", (w, h), (114, 114, 114))     # the letterbox YOLO was trained with
+        canvas.paste(im, ((w - im.width) // 2, (h - im.height) // 2))
+        x = np.asarray(canvas, dtype=np.float32)[None] / 255.0
+        scale, zero = self.inp["quantization"]
+        if self.inp["dtype"] != np.float32 and scale:
+            x = np.clip(np.round(x / scale + zero), np.iinfo(self.inp["dtype"]).min,
+                        np.iinfo(self.inp["dtype"]).max).astype(self.inp["dtype"])
+        self.it.set_tensor(self.inp["index"], x)
+        self.it.invoke()
+        return _unit(self.it.get_tensor(self.out)[0].astype(np.float32).max(axis=(0, 1)))
+
+
+def _tflite(images, size: int, weights=None) -> list[np.ndarray]:
+    key = f"tflite:{weights}"
+    if key not in _models:
+        _models[key] = _TFLiteFeatures(str(weights))
+    return [_models[key](im) for im in images]
 
 
 def _ultralytics(images, size: int, weights=None) -> list[np.ndarray]:
@@ -105,3 +175,4 @@ def _ultralytics(images, size: int, weights=None) -> list[np.ndarray]:
 
 register(Backend("stats", _stats, False, "colour, edge-orientation and layout statistics; no weights"))
 register(Backend("ultralytics", _ultralytics, True, "a YOLO model's pooled backbone features (--weights .pt)"))
+register(Backend("tflite", _tflite, True, "a YOLO TFLite export's SPPF features, max-pooled (--weights .tflite)"))

@@ -35,6 +35,7 @@ class RunOptions:
     per_image: str = "primary"
     report: bool = True
     follow_links: bool | None = None   # follow symlinks out of the folder (None: as the last scan, else no)
+    embed: str = "auto"                # auto: the detector's own backbone where it has one; stats: weightless
 
 
 @dataclass
@@ -90,18 +91,29 @@ def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *
         return _run_locked(folder, workdir, opts, progress)
 
 
+def embed_options(opts: RunOptions, weights: Path):
+    """`--embed auto`: the detector's backbone (a .tflite through LiteRT, a .pt through ultralytics);
+    the weightless statistics for a random-init .yaml and exports without readable features."""
+    from .embed import EmbedOptions
+
+    backend = {".tflite": "tflite", ".pt": "ultralytics"}.get(Path(weights).suffix.lower(), "stats")
+    if opts.embed == "stats" or backend == "stats":
+        return EmbedOptions(workers=opts.workers)
+    return EmbedOptions(backend=backend, weights=str(weights))
+
+
 def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -> RunResult:
     from .dedupe import DedupeOptions, dedupe_manifest
     from .detect import DetectOptions, detect_manifest
     from .cluster import cluster_manifest
     from .detector import resolve_weights
-    from .embed import EmbedOptions, embed_manifest
+    from .embed import embed_manifest
     from .filter import filter_manifest
     from .repair import repair_manifest
     from .scan import ScanOptions, scan_folder
     from .score import ScoreOptions, score_manifest
 
-    resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
+    weights = resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
     manifest = workdir / MANIFEST_NAME
     existing = read_manifest(manifest) if manifest.exists() else None
     if existing is not None and existing.root and Path(existing.root).resolve() != folder.resolve():
@@ -123,7 +135,7 @@ def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -
     log.info("dedupe")
     dedupe_manifest(manifest, DedupeOptions(workers=opts.workers), progress=progress)
     log.info("embed")        # before filter: the outlier rule reads the embeddings' outlier rank
-    embed_manifest(manifest, EmbedOptions(workers=opts.workers), progress=progress)
+    embed_manifest(manifest, embed_options(opts, weights), progress=progress)
     clean = workdir / CLEAN_NAME
     result = filter_manifest(manifest, clean)
     try:

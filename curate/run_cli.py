@@ -21,10 +21,13 @@ D = RunOptions()
               help="One sample per photo (its main motorbike) or one per motorbike.")
 @click.option("--follow-links/--no-follow-links", default=None,
               help="Follow symlinks that lead outside FOLDER (default: no; they get a row with status outside_folder).")
+@click.option("--embed", type=click.Choice(["auto", "stats"]), default=D.embed, show_default=True,
+              help="Embeddings for the odd bikes and clusters: auto = the detector's own backbone (a .pt or "
+                   ".tflite), else the weightless statistics; stats = always the statistics.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @engine_options
-def run(folder, workdir, weights, device, workers, per_image, follow_links, no_report):
-    """Scan, repair, detect, score, dedupe and filter FOLDER, resuming what is done.
+def run(folder, workdir, weights, device, workers, per_image, follow_links, embed, no_report):
+    """Scan, repair, detect, score, dedupe, embed, filter and cluster FOLDER, resuming what is done.
 
     Review is a separate, optional step afterwards: `curate review`, then `curate filter` again.
     Put `--` before a FOLDER whose name starts with `-` (after the options).
@@ -38,7 +41,7 @@ def run(folder, workdir, weights, device, workers, per_image, follow_links, no_r
     from .pipeline import run_pipeline
 
     opts = RunOptions(weights=weights, device=device, workers=workers, per_image=per_image,
-                      report=not no_report, follow_links=follow_links)
+                      report=not no_report, follow_links=follow_links, embed=embed)
     res = run_pipeline(folder, workdir, opts)
     width = max(len(k) for k, _ in res.summary_rows())
     click.echo("")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from manifests import read_manifest
+from tests.test_report import check_links, parse
 from tests.test_row_stage import _complete_lines, _kill_when_journal_has, _photos, _rerun_reused, _scanned_pair
 
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
@@ -49,6 +50,15 @@ def test_stats_embeddings_on_real_photos_are_identical_twice(tmp_path, shared_da
     assert len(vecs) == 24 and {len(v) for v in vecs} == {104}
     assert all(abs(float(np.linalg.norm(v)) - 1) < 1e-5 for v in vecs)
     assert read_manifest(m).stage_params("embed")["embedded"] == 24
+    # the report over these real photos: the odd-bikes sheet, a strip per cluster, every picture there
+    for args in (["filter", "--manifest", str(m)], ["cluster", "--manifest", str(m), "--clusters", "3"],
+                 ["report", "--manifest", str(m), "-o", str(tmp_path / "report")]):
+        subprocess.run([*CURATE, *args], check=True, capture_output=True, timeout=300)
+    index = tmp_path / "report" / "index.html"
+    page = parse(index)
+    check_links(index, page)
+    assert {"sheet_odd_bikes.png", "map_clusters.png", "map_reasons.png"} <= set(page.images)
+    assert sum(src.startswith("strip_cluster_") for src in page.images) == 3
 
 
 def test_embed_killed_mid_run_resumes_with_the_same_embeddings(tmp_path):
@@ -80,9 +90,38 @@ def test_ultralytics_backend_mechanics_with_a_random_init_model(tmp_path):
     assert p["label"] == "ultralytics:yolo11n.yaml" and p["dims"] == [256]
 
 
+@pytest.mark.slow
+def test_tflite_backend_reads_the_detectors_backbone_deterministically(tmp_path, shared_data, tflite_weights):
+    """The shared TFLite YOLOv8n gives 256-dim SPPF features, the same twice; its pictures of one
+    kind (Caltech side views) lie nearer each other than to street CCTV frames."""
+    photos = tmp_path / "photos"
+    for sub in ("motorbikes/caltech101", "motorbikes/cctv"):
+        (photos / sub).mkdir(parents=True)
+        for f in sorted((shared_data / sub).iterdir())[:5]:
+            shutil.copy(f, photos / sub / f.name)
+    m = tmp_path / "work" / "manifest.parquet"
+    _scan(photos, m)
+    args = [*CURATE, "embed", "--manifest", str(m), "--no-progress", "--backend", "tflite", "--weights",
+            str(tflite_weights)]
+    subprocess.run(args, check=True, capture_output=True, timeout=600)
+    first = _vectors(m)
+    subprocess.run([*args, "--force"], check=True, capture_output=True, timeout=600)
+    assert _same(first, _vectors(m))
+    assert {len(v) for v in first.values()} == {256}
+    df = read_manifest(m).df
+    kind = df["path"].str.contains("caltech").to_numpy()
+    v = np.stack([np.asarray(e) for e in df["embedding"]])
+    sim = v @ v.T
+    same = sim[np.ix_(kind, kind)][~np.eye(kind.sum(), dtype=bool)].mean()
+    assert same > sim[np.ix_(kind, ~kind)].mean()
+    assert read_manifest(m).stage_params("embed")["label"] == f"tflite:{tflite_weights.name}"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backend", "ultralytics"], "--backend ultralytics needs --weights"),
-    (["--backend", "ultralytics", "--weights", "model.tflite"], "a .tflite export has no embedding layer"),
+    (["--backend", "tflite"], "--backend tflite needs --weights: a YOLO TFLite export"),
+    (["--backend", "tflite", "--weights", "missing.tflite"], "--weights missing.tflite: no such file"),
+    (["--backend", "ultralytics", "--weights", "model.tflite"], "use --backend tflite for a .tflite export"),
     (["--weights", "yolo11n.pt"], "--weights goes with --backend ultralytics"),
     (["--size", "8"], "--size must be in 32..1024"),
 ])
