@@ -117,6 +117,29 @@ def test_tflite_backend_reads_the_detectors_backbone_deterministically(tmp_path,
     assert read_manifest(m).stage_params("embed")["label"] == f"tflite:{tflite_weights.name}"
 
 
+@pytest.mark.slow
+def test_tflite_embed_of_real_photos_killed_mid_run_resumes_with_the_same_embeddings(tmp_path, shared_data,
+                                                                                      tflite_weights):
+    """kill -9 after 2 journaled chunks of 16 on 60 real photos (web, Caltech, CCTV); the rerun reuses
+    what the journal holds and ends with the uninterrupted run's vectors, bit for bit."""
+    photos = tmp_path / "photos"
+    for sub, n in (("web/bikes", 40), ("motorbikes/caltech101", 10), ("motorbikes/cctv", 10)):
+        (photos / sub).mkdir(parents=True)
+        for f in sorted((shared_data / sub).iterdir())[:n]:
+            shutil.copy(f, photos / sub / f.name)
+    ref, work = _scanned_pair(photos, tmp_path)
+    args = ["--no-progress", "--backend", "tflite", "--weights", str(tflite_weights)]
+    subprocess.run([*CURATE, "embed", "--manifest", str(ref), *args], check=True, capture_output=True, timeout=600)
+    cmd = [*CURATE, "embed", "--manifest", str(work), *args]
+    if not _kill_when_journal_has(cmd, (work.parent / "cache" / "embed", "partial-*.jsonl"), lines=32, timeout=300):
+        pytest.skip("embed finished before the kill")
+    done_before = _complete_lines(next((work.parent / "cache" / "embed").glob("partial-*.jsonl")))
+    assert 32 <= done_before < 60
+    assert _rerun_reused(cmd[3:], "row(s) to embed, ") >= done_before
+    assert _same(_vectors(ref), _vectors(work))
+    assert not list((work.parent / "cache" / "embed").glob("partial-*"))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backend", "ultralytics"], "--backend ultralytics needs --weights"),
     (["--backend", "tflite"], "--backend tflite needs --weights: a YOLO TFLite export"),
