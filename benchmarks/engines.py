@@ -4,12 +4,13 @@
 
 Runs the per-file stages (scan, repair, score, dedupe) of the same folder twice in this process,
 once per engine (`curate.engine.using`), into fresh work folders, and prints per-stage img/s and
-the ratio ray/local. Detect runs on the driver under both engines, so it is timed once (local) with
-the shared TFLite detector on a sample of the folder. The two manifests are compared column by
-column (they must be equal).
+the ratio ray/local. Detect and embed (the shared TFLite detector and its backbone: a Ray actor pool
+holding the model) are timed the same way on a sample of the folder. The two manifests of each are
+compared column by column (they must be equal).
 
 The estimate for 1,000,000 photos: the per-photo cost measured here with the local engine (wall
-seconds x workers / photos, i.e. CPU-seconds per photo, detect included) divided over N workers.
+seconds x workers / photos, i.e. CPU-seconds per photo, detect and embed included) divided over N
+workers.
 It treats the driver's part (grouping, manifest writes: linear in the photos) as if it were spread
 too, so it is a lower bound; it assumes this folder's photos (a web scrape) and workers that read
 them as fast as here (a shared file system that keeps up). The local engine runs first, so the
@@ -54,22 +55,34 @@ def run_stages(folder: Path, work: Path, engine: str, workers: int) -> dict[str,
     return times
 
 
-def detect_seconds_per_photo(folder: Path, detector: Path, n: int, tmp: Path) -> float | None:
+def model_stages(folder: Path, detector: Path, n: int, tmp: Path, engine: str) -> dict[str, float] | None:
+    """Seconds per photo of detect and of embed (tflite backend) on the first `n` photos of `folder`."""
     if not detector.exists():
         return None
     from curate.detect import DetectOptions, detect_manifest
+    from curate.embed import EmbedOptions, embed_manifest
+    from curate.engine import using
     from curate.scan import scan_folder
 
-    sample = tmp / "detect-sample"
-    sample.mkdir()
-    files = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")][:n]
-    for i, f in enumerate(files):
-        shutil.copy(f, sample / f"{i:05d}{f.suffix.lower()}")
-    manifest = tmp / "detect-work" / "manifest.parquet"
+    sample = tmp / "model-sample"
+    if not sample.exists():
+        sample.mkdir()
+        files = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")][:n]
+        for i, f in enumerate(files):
+            shutil.copy(f, sample / f"{i:05d}{f.suffix.lower()}")
+    count = sum(1 for _ in sample.iterdir())
+    manifest = tmp / f"model-{engine}" / "manifest.parquet"
     scan_folder(sample, manifest, workers=1, progress=False)
-    t0 = time.perf_counter()
-    detect_manifest(manifest, DetectOptions(weights=str(detector)), progress=False)
-    return (time.perf_counter() - t0) / len(files)
+    out = {}
+    with using(engine):
+        for name, call in (
+                ("detect", lambda: detect_manifest(manifest, DetectOptions(weights=str(detector)), progress=False)),
+                ("embed", lambda: embed_manifest(manifest, EmbedOptions(backend="tflite", weights=str(detector)),
+                                                 progress=False))):
+            t0 = time.perf_counter()
+            call()
+            out[name] = (time.perf_counter() - t0) / count
+    return out
 
 
 def main(argv=None) -> int:
@@ -77,7 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--workers", type=int, default=2, help="processes / Ray CPUs on this machine")
     ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
-    ap.add_argument("--detect-sample", type=int, default=60)
+    ap.add_argument("--detect-sample", type=int, default=60, help="photos detect and embed are timed on")
     ap.add_argument("--n-workers", type=int, nargs="+", default=[2, 16, 64])
     a = ap.parse_args(argv)
     if not a.folder.is_dir():
@@ -97,7 +110,11 @@ def main(argv=None) -> int:
         la, ra = (read_manifest(tmp / e / "manifest.parquet").df.sort_values("sample_id").reset_index(drop=True)
                   for e in ("local", "ray"))
         same = list(la.columns) == list(ra.columns) and all(la[c].equals(ra[c]) for c in la.columns)
-        det = detect_seconds_per_photo(a.folder, a.detector, a.detect_sample, tmp)
+        models = {e: model_stages(a.folder, a.detector, a.detect_sample, tmp, e) for e in ("local", "ray")}
+        if models["local"] is not None:
+            lm, rm = (read_manifest(tmp / f"model-{e}" / "manifest.parquet").df.sort_values("sample_id")
+                      .reset_index(drop=True) for e in ("local", "ray"))
+            same = same and list(lm.columns) == list(rm.columns) and all(lm[c].equals(rm[c]) for c in lm.columns)
 
     print(f"{a.folder}: {n} files, {a.workers} workers on this machine; Ray start-up {ray_start:.1f} s (not in the "
           f"stage times)")
@@ -107,20 +124,21 @@ def main(argv=None) -> int:
         print(f"{s:<8} {lo:12.1f} {ra_:10.1f} {ra_ / lo:10.2f}")
     tl, tr = sum(results["local"].values()), sum(results["ray"].values())
     print(f"{'all four':<8} {n / tl:12.1f} {n / tr:10.1f} {tl / tr:10.2f}")
+    if models["local"] is not None:
+        for s in ("detect", "embed"):
+            lo, ra_ = 1 / models["local"][s], 1 / models["ray"][s]
+            print(f"{s:<8} {lo:12.1f} {ra_:10.1f} {ra_ / lo:10.2f}   (TFLite, {a.detect_sample} photos; ray: an actor pool)")
     print(f"manifests identical column by column: {same}")
-    if det is not None:
-        print(f"detect (driver, TFLite, {a.detect_sample} photos): {1 / det:.1f} img/s")
 
     # 1,000,000 photos: CPU-seconds per photo from the local run, spread over N workers
     cpu_per_photo = sum(results["local"].values()) * a.workers / n
-    if det is not None:
-        cpu_per_photo += det * a.workers      # detect used the machine's cores (TFLite threads)
+    if models["local"] is not None:
+        cpu_per_photo += sum(models["local"].values()) * a.workers    # they used the machine's cores (TFLite threads)
     print(f"\nestimate for 1,000,000 photos (cost per photo measured here: {cpu_per_photo * 1000:.1f} CPU-ms):")
     for w in a.n_workers:
         hours = 1_000_000 * cpu_per_photo / w / 3600
         print(f"  {w:4d} workers: {hours:6.1f} h")
-    print("  (detect is included as if spread over the workers; today it runs on the driver, so with more than one "
-          "machine it is the bottleneck: 1,000,000 / its img/s)")
+    print("  (detect and embed included: on Ray they run in an actor pool, one actor per 2 CPUs or per GPU)")
     return 0 if same else 1
 
 

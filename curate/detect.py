@@ -32,6 +32,7 @@ from pathlib import Path
 from common.errors import UserError
 from manifests.paths import present
 
+from . import engine
 from .detector import DEFAULT_WEIGHTS
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
 from .detect_stream import SECOND_LOOK_CONF, Job, stream_detections
@@ -133,6 +134,20 @@ def _select(m, key: str, folder: Path) -> tuple[list, list]:
     return todo, undecodable
 
 
+def _on_ray(todo: list, rows, opts: DetectOptions, key: str, manifest_path: Path, workers: int, progress: bool):
+    """The chunks of journal records of `todo`, detected by a pool of Ray actors holding the model
+    (one per GPU where the cluster has GPUs); see `curate.detect_worker`."""
+    from functools import partial
+
+    from .detect_worker import DetectSpec, detect_chunk
+
+    spec = DetectSpec(weights=str(opts.weights), device=opts.device, opts=opts, key=key,
+                      manifest_path=str(manifest_path))
+    items = [(job, str(rows.iloc[job.pos]["path"])) for job in todo]
+    return engine.map_chunks(partial(detect_chunk, spec=spec), items, workers=workers, chunk_size=opts.batch,
+                             progress=progress, desc="detect", unit="img", actors=True)
+
+
 @locks_manifest()
 def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), *,
                     progress: bool = True, detector=None):
@@ -167,7 +182,7 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
               "detector": det.name, "weights_sha256": det.weights_sha256,
               "ultralytics_version": det.ultralytics_version, "detect_key": key,
               "primary": "largest area x confidence among 'motorcycle' detections",
-              "engine": "local"}   # detect runs on the driver under every engine
+              **engine.current().describe()}
     folder = m.folder
     todo, undecodable = _select(m, key, folder)
     run = DetectResults(m, manifest_path, det, opts, key)
@@ -182,9 +197,10 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
                  "the interrupted run's journal", n_skipped, n_todo - len(todo))
     rows = m.df
     workers = opts.workers or min(4, os.cpu_count() or 1)
-    bar = tqdm(total=len(todo), desc="detect", unit="img", disable=not progress)
+    on_ray = engine.current().name == "ray"
+    bar = tqdm(total=len(todo), desc="detect", unit="img", disable=not progress or on_ray)  # ray: its own bar
 
-    def keep(done: list) -> None:
+    def keep_detected(done: list) -> None:
         for d in done:
             if d.status is None:
                 run.record(d.job, d.bgr, d.dets, rows.iloc[d.job.pos], d.look)
@@ -193,12 +209,20 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
         journal.append([run.journal_record(d.job.sample_id) for d in done])
         bar.update(len(done))
 
-    stream = stream_detections(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
-                               workers=workers, second_look=opts.second_look)
+    def keep_records(recs: list) -> None:     # made by Ray workers: taken in as they are
+        for rec in recs:
+            run.take(rec)
+        journal.append(recs)
+
+    if on_ray:
+        chunks, keep = _on_ray(todo, rows, opts, key, manifest_path, workers, progress), keep_records
+    else:
+        chunks = ([d] for d in stream_detections(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
+                                                 workers=workers, second_look=opts.second_look))
+        keep = keep_detected
     try:
         # the manifest is rewritten every checkpoint_every images, on an interrupt and at the end
-        run_chunks(([d] for d in stream), keep, every=opts.checkpoint_every,
-                   publish=lambda complete: run.write(params))
+        run_chunks(chunks, keep, every=opts.checkpoint_every, publish=lambda complete: run.write(params))
     finally:
         bar.close()
     journal.remove()

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from .detect import PER_IMAGE_MODES, DetectOptions
+from .engine import engine_options
 
 D = DetectOptions()
 MANIFEST_NAME = "manifest.parquet"
@@ -43,6 +44,7 @@ Examples:
                                       "frame of this share of its longer side per side (0: off).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decoding threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@engine_options
 def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margin, per_image, min_size,
            second_look, workers, no_progress):
     """Find the motorbikes in every photo (YOLO), record them and crop the primary one.

@@ -176,6 +176,10 @@ class DetectResults:
     def journal_record(self, sid: str) -> dict:
         return {"sample_id": sid, "result": self.results[sid], "extras": self.extras.get(sid, [])}
 
+    def take(self, rec: dict) -> None:
+        """A record made elsewhere (a Ray worker's `journal_record`)."""
+        self.results[rec["sample_id"]], self.extras[rec["sample_id"]] = rec["result"], rec["extras"]
+
     def restore(self, journaled: dict[str, dict], jobs: list, folder: Path) -> list:
         """Take back the results an interrupted run journaled (same key, same decoded source, crops
         still there); returns the jobs still to do."""

@@ -155,7 +155,8 @@ def embed_manifest(manifest_path, opts: EmbedOptions = EmbedOptions(), *, progre
     workers = 1 if BACKENDS[opts.backend].needs_weights else resolve_workers(opts.workers)   # a model per process
     run_rows(partial(embed_chunk, backend=opts.backend, size=opts.size, weights=opts.weights), todo, done,
              journal, workers=workers, progress=progress, desc="embed", unit="img",
-             prepare=lambda r: {**r, "embed_source": relative_source(folder, r["embed_source"])})
+             prepare=lambda r: {**r, "embed_source": relative_source(folder, r["embed_source"])},
+             actors=BACKENDS[opts.backend].needs_weights)
     recs = [done.get(j["sample_id"], {}) for j in jobs]
     label = backend_label(opts)
     new = pd.DataFrame({

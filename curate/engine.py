@@ -57,14 +57,16 @@ def using(name: str = "local", address: str | None = None):
 
 
 def map_chunks(fn: Callable[[list], list], items: Sequence, *, workers: int, chunk_size: int = 16,
-               progress: bool = True, desc: str = "", unit: str = "file") -> Iterator[list]:
-    """`fn(chunk)` for consecutive chunks of `items` on the current engine, in completion order."""
+               progress: bool = True, desc: str = "", unit: str = "file", actors: bool = False) -> Iterator[list]:
+    """`fn(chunk)` for consecutive chunks of `items` on the current engine, in completion order.
+    `actors`: on Ray, a pool of long-lived actors runs `fn` (for work that holds a model), with a GPU
+    each where the cluster has GPUs; the local pool ignores it."""
     engine = current()
     if engine.name == "ray":
         from .ray_engine import ray_map_chunks
 
         return ray_map_chunks(fn, items, address=engine.address, workers=workers, chunk_size=chunk_size,
-                              progress=progress, desc=desc, unit=unit)
+                              progress=progress, desc=desc, unit=unit, actors=actors)
     from common import pool
 
     return pool.map_chunks(fn, items, workers=workers, chunk_size=chunk_size, progress=progress,

@@ -61,10 +61,37 @@ def _run_chunks(batch, *, fn):
     return {"result": [pickle.dumps(fn(pickle.loads(blob))) for blob in batch["jobs"]]}
 
 
+class ChunkActor:
+    """A long-lived Ray Data worker running `fn` on chunk after chunk, so a model `fn` loads stays
+    loaded in its process (see `curate.detect_worker`). `fn` comes with each call, not to the
+    constructor, so a restarted actor needs nothing from the object store to start."""
+
+    def __call__(self, batch, fn):
+        return _run_chunks(batch, fn=fn)
+
+
+CPUS_PER_ACTOR = 2     # a detector's own threads (LiteRT, torch) use them
+
+
+def actor_pool() -> dict:
+    """map_batches arguments of an actor pool over the cluster: one actor per GPU where there are GPUs,
+    else one per CPUS_PER_ACTOR CPUs. Ray Data restarts a dead actor and retries its chunk."""
+    import ray
+    import ray.data
+
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    if gpus:
+        return {"compute": ray.data.ActorPoolStrategy(size=gpus), "num_gpus": 1}
+    per = min(CPUS_PER_ACTOR, max(1.0, cpus))
+    return {"compute": ray.data.ActorPoolStrategy(size=max(1, int(cpus // per))), "num_cpus": per}
+
+
 def ray_map_chunks(fn: Callable[[list], list], items: Sequence, *, address: str | None, workers: int,
-                   chunk_size: int = 16, progress: bool = True, desc: str = "", unit: str = "file"
-                   ) -> Iterator[list]:
-    """Like `common.pool.map_chunks`, on Ray Data: yields `fn(chunk)` per chunk as results arrive."""
+                   chunk_size: int = 16, progress: bool = True, desc: str = "", unit: str = "file",
+                   actors: bool = False) -> Iterator[list]:
+    """Like `common.pool.map_chunks`, on Ray Data: yields `fn(chunk)` per chunk as results arrive;
+    by Ray tasks, or with `actors` by a pool of actors (`actor_pool`)."""
     from tqdm.auto import tqdm
 
     if not items:
@@ -75,11 +102,14 @@ def ray_map_chunks(fn: Callable[[list], list], items: Sequence, *, address: str 
 
     chunks = [pickle.dumps(list(items[i:i + chunk_size])) for i in range(0, len(items), chunk_size)]
     ds = ray.data.from_items([{"jobs": c} for c in chunks], override_num_blocks=min(len(chunks), max(1, 4 * workers)))
+    common = dict(batch_size=1, batch_format="numpy", zero_copy_batch=True)
     with warnings.catch_warnings():            # max_retries is passed as a remote arg (deprecated spelling)
         warnings.simplefilter("ignore")
-        ds = ds.map_batches(_run_chunks, batch_size=1, batch_format="numpy", zero_copy_batch=True,
-                            fn_kwargs={"fn": fn},
-                            max_retries=3)     # a task whose worker died runs again
+        if actors:
+            ds = ds.map_batches(ChunkActor, fn_kwargs={"fn": fn}, **actor_pool(), **common)
+        else:
+            ds = ds.map_batches(_run_chunks, fn_kwargs={"fn": fn}, **common,
+                                max_retries=3)     # a task whose worker died runs again
     bar = tqdm(total=len(items), desc=f"{desc} (ray)", unit=unit, disable=not progress, dynamic_ncols=True)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -108,19 +108,19 @@ def run_chunks(chunks: Iterable[list], on_chunk: Callable[[list], None], *, ever
 
 
 def pooled(fn: Callable[[list], list], items: Sequence, *, workers: int, chunk_size: int = 16,
-           progress: bool = True, desc: str = "", unit: str = "file") -> Iterable[list]:
+           progress: bool = True, desc: str = "", unit: str = "file", actors: bool = False) -> Iterable[list]:
     """`map_chunks` of the current engine (`curate.engine`: this machine's pool, looked up when
-    called so tests can shrink its chunks, or Ray Data)."""
+    called so tests can shrink its chunks, or Ray Data; `actors` for work that holds a model)."""
     from . import engine
 
     return engine.map_chunks(fn, items, workers=workers, chunk_size=chunk_size, progress=progress,
-                             desc=desc, unit=unit)
+                             desc=desc, unit=unit, actors=actors)
 
 
 def run_rows(fn: Callable[[list], list], todo: Sequence, done: dict[str, dict], journal: Journal | None, *,
              workers: int, chunk_size: int = 16, progress: bool = True, desc: str = "", unit: str = "file",
              prepare: Callable[[dict], dict] | None = None, publish: Callable[[bool], None] | None = None,
-             every: int = 1 << 62, seconds: float = float("inf")) -> None:
+             every: int = 1 << 62, seconds: float = float("inf"), actors: bool = False) -> None:
     """Run `fn` over chunks of `todo` in the pool; each result (after `prepare`) goes to `journal` and
     into `done` by the journal's id field; see `run_chunks` for `publish`."""
     id_field = journal.id_field if journal is not None else "sample_id"
@@ -134,4 +134,4 @@ def run_rows(fn: Callable[[list], list], todo: Sequence, done: dict[str, dict], 
             done[r[id_field]] = r
 
     run_chunks(pooled(fn, todo, workers=workers, chunk_size=chunk_size, progress=progress, desc=desc,
-                      unit=unit), keep, every=every, seconds=seconds, publish=publish)
+                      unit=unit, actors=actors), keep, every=every, seconds=seconds, publish=publish)

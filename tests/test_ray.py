@@ -61,8 +61,7 @@ def test_ray_engine_gives_the_local_manifest_on_real_photos(tmp_path, shared_dat
         runs[engine] = work / "manifest.parquet"
     _same(runs["local"], runs["ray"])
     stages = {h["stage"]: h["params"] for h in read_manifest(runs["ray"]).history}
-    assert all(stages[s]["engine"] == "ray" for s in ("scan", "repair", "score", "dedupe"))
-    assert stages["detect"]["engine"] == "local"
+    assert all(stages[s]["engine"] == "ray" for s in ("scan", "repair", "detect", "score", "dedupe", "embed"))
 
 
 def _scored_reference(tmp_path: Path) -> tuple[Path, Path]:
@@ -74,15 +73,15 @@ def _scored_reference(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _ray_workers(root_pid: int) -> list[int]:
-    """Ray worker processes running our map task (not the raylet, whose command line names the worker
-    script too)."""
+    """Ray worker processes running our map task or actor (not the raylet, whose command line names the
+    worker script too)."""
     import psutil
 
     out = []
     for p in psutil.Process(root_pid).children(recursive=True):
         try:
             title = (p.cmdline() or [""])[0]     # a worker's process title: "ray::<task it runs>"
-            if title.startswith("ray::") and "MapBatches" in title:
+            if title.startswith("ray::") and ("MapBatches" in title or "MapWorker" in title):
                 out.append(p.pid)
         except psutil.Error:
             continue
@@ -133,3 +132,43 @@ def test_an_interrupted_ray_run_resumes_with_only_the_missing_work(tmp_path, ray
     done_before = _complete_lines(next((work.parent / "cache" / "score").glob("partial-*.jsonl")))
     assert _rerun_reused(cmd[3:], "row(s) to measure, ") >= done_before
     _same(ref, work)
+
+
+@pytest.mark.slow
+def test_a_killed_detect_actor_loses_nothing(tmp_path, shared_data, tflite_weights, ray_installed):
+    """`curate detect --engine ray` runs in a pool of actors holding the model; kill -9 of the actor
+    (by its PID) mid-run: Ray Data restarts it and retries its chunk, and the manifest equals the local
+    engine's, crops and all."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted((shared_data / "web" / "bikes").iterdir())[:64]:
+        shutil.copy(f, photos / f.name)
+    ref, work = _scanned_pair(photos, tmp_path)
+    detect = ["detect", "--weights", str(tflite_weights), "--no-progress", "--device", "cpu"]
+    subprocess.run([*CURATE, detect[0], "--manifest", str(ref), *detect[1:]], check=True, capture_output=True,
+                   timeout=600)
+    cmd = [*CURATE, detect[0], "--manifest", str(work), *detect[1:], "--engine", "ray"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    journal_dir = work.parent / "cache" / "detect"
+    killed = None
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline and killed is None:
+            journals = list(journal_dir.glob("partial-*.jsonl")) if journal_dir.is_dir() else []
+            if journals and journals[0].stat().st_size > 0:
+                actors = _ray_workers(proc.pid)
+                if actors:
+                    os.kill(actors[0], signal.SIGKILL)
+                    killed = actors[0]
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if killed is None:
+        pytest.skip("detect finished before the actor could be killed")
+    if proc.returncode != 0:                                  # the run may stop: a rerun completes it
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    _same(ref, work)
+    assert read_manifest(work).stage_params("detect")["engine"] == "ray"
