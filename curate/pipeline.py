@@ -64,16 +64,19 @@ class RunResult:
         return rows
 
 
-def run_pipeline(folder: Path, workdir: Path, opts: RunOptions = RunOptions(), *,
+def run_pipeline(folder: Path | str, workdir: Path, opts: RunOptions = RunOptions(), *,
                  progress: bool = True) -> RunResult:
     """Every stage in order on `folder` into `workdir`, holding the work folder's lock (one run at a
     time; see `curate.work_lock`)."""
     from .work_lock import work_lock
 
-    folder, workdir = Path(folder), Path(workdir)
-    if not folder.is_dir():
+    from .remote import is_uri
+
+    workdir = Path(workdir)
+    folder = str(folder) if is_uri(folder) else Path(folder)     # a URI is mirrored by the scan
+    if isinstance(folder, Path) and not folder.is_dir():
         raise UserError(f"FOLDER: {folder} is not a directory")
-    if workdir.resolve() == folder.resolve():
+    if isinstance(folder, Path) and workdir.resolve() == folder.resolve():
         raise UserError(f"-o {workdir}: the work folder cannot be the photo folder itself (its reports "
                         "and manifests would be scanned as photos); use another folder, e.g. "
                         f"{folder / 'work'}")
@@ -102,13 +105,14 @@ def embed_options(opts: RunOptions, weights: Path):
     return EmbedOptions(backend=backend, weights=str(weights))
 
 
-def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -> RunResult:
+def _run_locked(folder: Path | str, workdir: Path, opts: RunOptions, progress: bool) -> RunResult:
+    from .cluster import cluster_manifest
     from .dedupe import DedupeOptions, dedupe_manifest
     from .detect import DetectOptions, detect_manifest
-    from .cluster import cluster_manifest
     from .detector import resolve_weights
     from .embed import embed_manifest
     from .filter import filter_manifest
+    from .remote import mirror_folder
     from .repair import repair_manifest
     from .scan import ScanOptions, scan_folder
     from .score import ScoreOptions, score_manifest
@@ -116,7 +120,8 @@ def _run_locked(folder: Path, workdir: Path, opts: RunOptions, progress: bool) -
     weights = resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
     manifest = workdir / MANIFEST_NAME
     existing = read_manifest(manifest) if manifest.exists() else None
-    if existing is not None and existing.root and Path(existing.root).resolve() != folder.resolve():
+    local = mirror_folder(folder, workdir) if isinstance(folder, str) else folder   # a URI's mirror
+    if existing is not None and existing.root and Path(existing.root).resolve() != local.resolve():
         raise UserError(f"-o {workdir}: holds a manifest of {existing.root}, not {folder}; "
                         "choose another work folder")
 

@@ -10,7 +10,7 @@ D = RunOptions()
 
 
 @click.command("run")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=click.Path())   # a str: an s3:// URI must keep its //
 @click.option("-o", "--out", "workdir", type=click.Path(path_type=Path), default=Path("work"),
               show_default=True, help="Work folder: manifest, cache, clean.parquet, report.")
 @click.option("--weights", default=D.weights, show_default=True,
@@ -37,6 +37,7 @@ def run(folder, workdir, weights, device, workers, per_image, follow_links, embe
       curate run ./photos -o work/
       curate run ./photos -o work/ --weights ~/models/yolo11n.pt --device cpu
       curate run -o work/ -- -odd-name-folder
+      curate run s3://bucket/photos -o work/     # any pyarrow filesystem URI, mirrored into work/cache/
     """
     from .pipeline import run_pipeline
 

@@ -49,6 +49,7 @@ from manifests.schema import core
 
 from common.pool import resolve_workers
 from .probe import content_digest, probe_many
+from .remote import is_uri
 from .row_stage import pooled, run_chunks
 from . import engine
 from .work_lock import manifest_lock
@@ -117,15 +118,16 @@ def core_frame(rows: list[dict]) -> pd.DataFrame:
 REPORT_DIRNAME = "report"            # where `curate report` / `curate run` put the page
 
 
-def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
+def _exclusions(manifest_path: Path, root: Path | None = None) -> tuple[callable, list[str]]:
     """What the scan leaves out: our own outputs beside the manifest, wherever its folder is.
 
     In the manifest's folder (compared by real path, so a folder reached through a symlink is
     recognised): the manifest and its temporary files, our folders of derived files (`cache/`,
     `pack/`: tagged, see `manifests.paths.is_ours`) and anything below them, `report/` when it
     holds our report, other manifests (clean.parquet, ...) and their temporary files. Everything else
-    there is scanned like any file. Returns the predicate for `walk_files` (it takes real
-    paths) and the list it fills with what it left out.
+    there is scanned like any file; a `root` inside one of our folders (the mirror of a URI in
+    `cache/inputs/`) is scanned. Returns the predicate for `walk_files` (it takes real paths) and
+    the list it fills with what it left out.
     """
     folder = os.path.realpath(manifest_path.parent)
     names = {manifest_path.name}
@@ -141,6 +143,9 @@ def _exclusions(manifest_path: Path) -> tuple[callable, list[str]]:
     except OSError:
         pass  # not there yet (first scan) or unreadable: nothing of ours in it
     inside = tuple(os.path.join(folder, d) + os.sep for d in ours)   # a link may lead below them
+    if root is not None:
+        below = os.path.realpath(root) + os.sep
+        inside = tuple(d for d in inside if not below.startswith(d))
     ours |= names
     excluded: list[str] = []
 
@@ -191,27 +196,36 @@ def _load_previous(manifest_path: Path, root: Path) -> Manifest | None:
 def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
                 opts: ScanOptions = ScanOptions(), *, workers: int | None = None,
                 progress: bool = True) -> Manifest:
-    """Scan `root` recursively into `manifest_path` (created, or updated in place); return it."""
+    """Scan `root` recursively into `manifest_path` (created, or updated in place); return it.
+    `root` may be a URI (`s3://bucket/prefix`, ...): it is mirrored beside the manifest first
+    (`curate.remote`)."""
     opts.check()
-    root = Path(root)
-    if not root.exists():
-        raise UserError(f"folder to scan not found: {root}")
-    if not root.is_dir():
-        raise UserError(f"not a folder: {root} (curate scan takes a folder of images)")
-    root = root.resolve()
+    source = str(root) if is_uri(root) else None
+    if source is None:
+        root = Path(root)
+        if not root.exists():
+            raise UserError(f"folder to scan not found: {root}")
+        if not root.is_dir():
+            raise UserError(f"not a folder: {root} (curate scan takes a folder of images)")
+        root = root.resolve()
     manifest_path = Path(os.path.abspath(manifest_path))
     try:
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the folder of {manifest_path}: {exc.strerror or exc}") from exc
     with manifest_lock(manifest_path):
-        return _scan_locked(root, manifest_path, opts, resolve_workers(workers), progress)
+        if source is not None:
+            from .remote import mirror
+
+            root = mirror(source, manifest_path.parent, workers=resolve_workers(workers), progress=progress)
+        return _scan_locked(root, manifest_path, opts, resolve_workers(workers), progress, source)
 
 
-def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: int, progress: bool) -> Manifest:
+def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: int, progress: bool,
+                 source: str | None = None) -> Manifest:
     previous = _load_previous(manifest_path, root)
     opts = opts.with_previous(previous)
-    exclude, excluded = _exclusions(manifest_path)
+    exclude, excluded = _exclusions(manifest_path, root)
 
     try:
         entries: list[Entry] = list(walk_files(root, exclude=exclude, follow_links=bool(opts.follow_links)))
@@ -256,7 +270,7 @@ def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: in
         done[p] = r
 
     params = {"root": str(root), **asdict(opts), "workers": workers, **engine.current().describe(), "excluded": excluded,
-              "files": len(entries), "reprobed_for": sorted(changed)}
+              "files": len(entries), "reprobed_for": sorted(changed), **({"source_uri": source} if source else {})}
     base_history = list(previous.history) if previous is not None else []
     input_path = manifest_path if previous is not None else None
 

@@ -13,7 +13,7 @@ DEFAULT_MANIFEST = Path("work") / "manifest.parquet"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=click.Path())   # a str: an s3:// URI must keep its //
 @click.option("-o", "--output", "output", type=click.Path(path_type=Path), default=DEFAULT_MANIFEST,
               show_default=True, help="Manifest to create, or to update when it exists.")
 @click.option("-w", "--workers", type=int, default=None,
@@ -48,6 +48,7 @@ def scan(folder, output, workers, max_pixels, rehash, checkpoint_every, checkpoi
       curate scan ./photos -o work/manifest.parquet
       curate scan ./photos -o work/manifest.parquet --workers 2 --rehash
       curate scan -o work/manifest.parquet -- -odd-folder-name
+      curate scan s3://bucket/photos -o work/manifest.parquet   # mirrored into work/cache/inputs/
     """
     from collections import Counter
 
