@@ -75,8 +75,6 @@ class DedupeOptions:
 
 def hash_row(job: dict, method: str) -> dict:
     """Hashes and quality figures of one row; null hashes and a reason when it cannot be decoded."""
-    from PIL import Image
-
     from . import checks, hashing
 
     out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
@@ -87,12 +85,10 @@ def hash_row(job: dict, method: str) -> dict:
         out["hash_error"] = str(exc)
         return out
     out["pixel_hash"] = hashing.pixel_signature(full)
-    fine = hashing.HASHERS_FINE[method]
 
     def four(im) -> dict:
-        h, m = hashing.hash_with_mirror(im, method)
-        return {"": hashing.to_hex(h), "_mirror": hashing.to_hex(m), "_fine": str(fine(im)),
-                "_fine_mirror": str(fine(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))}
+        h, m, f, fm = hashing.hash_set(im, method)
+        return {"": hashing.to_hex(h), "_mirror": hashing.to_hex(m), "_fine": f, "_fine_mirror": fm}
 
     crop = four(img)
     # the whole photo only for each file's primary sample (grouping uses no other): no crop -> the same
