@@ -5,12 +5,11 @@ crops (PIL images) returning one vector each.
   histogram weighted by magnitude) and layout (a 4x4 grid of mean luma and of edge density),
   measured at `size` px; 104 numbers, deterministic, for offline machines and tests.
 - `ultralytics` is the backbone of a YOLO model the user already has (`--weights yolo11n.pt`,
-  or a `.yaml` for a random-init model with seeded weights: mechanics only); ultralytics'
-  `embed` pools the features before the detection head.
-- `tflite` reads the same place out of a YOLO TFLite export (`--weights yolov8n.tflite`, as
-  `curate detect` takes): the interpreter keeps its intermediate tensors, the output of the
-  backbone's last block (SPPF, stride 32) is max-pooled over the picture (a MAC descriptor: the
-  grey letterbox around the crop cannot dilute a maximum as it does a mean). Needs `ai-edge-litert`.
+  or a `.yaml` for a random-init model with seeded weights: mechanics only): the output of its
+  last backbone block (SPPF, stride 32), max-pooled over the picture (a MAC descriptor: the grey
+  letterbox around the crop cannot dilute a maximum as it does a mean), read by a forward hook.
+- `tflite` reads the same tensor out of a YOLO TFLite export (`--weights yolov8n.tflite`, as
+  `curate detect` takes): the interpreter keeps its intermediate tensors. Needs `ai-edge-litert`.
 
 Every vector is L2-normalised, so cosine similarity is a dot product. A new backend is one
 function and one `register` line (open_clip, timm, DINO with weights the user supplies).
@@ -94,6 +93,17 @@ def check_ultralytics_weights(weights) -> None:
         raise UserError(f"--weights {weights}: no such file")
 
 
+def letterbox(img, w: int, h: int) -> np.ndarray:
+    """The RGB image fitted into w x h on YOLO's grey (114), centred, as float32 HWC in 0..1."""
+    from PIL import Image
+
+    im = img.convert("RGB")
+    im.thumbnail((w, h))
+    canvas = Image.new("RGB", (w, h), (114, 114, 114))
+    canvas.paste(im, ((w - im.width) // 2, (h - im.height) // 2))
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
 def check_tflite_weights(weights) -> None:
     if not weights or Path(str(weights)).suffix != ".tflite":
         raise UserError("--backend tflite needs --weights: a YOLO TFLite export (.tflite)")
@@ -136,14 +146,8 @@ class _TFLiteFeatures:
         self.out = sppf_output(self.it.get_tensor_details())
 
     def __call__(self, img) -> np.ndarray:
-        from PIL import Image
-
         _, h, w, _ = (int(x) for x in self.inp["shape"])
-        im = img.convert("RGB")
-        im.thumbnail((w, h))
-        canvas = Image.new("RGB", (w, h), (114, 114, 114))     # the letterbox YOLO was trained with
-        canvas.paste(im, ((w - im.width) // 2, (h - im.height) // 2))
-        x = np.asarray(canvas, dtype=np.float32)[None] / 255.0
+        x = letterbox(img, w, h)[None]
         scale, zero = self.inp["quantization"]
         if self.inp["dtype"] != np.float32 and scale:
             x = np.clip(np.round(x / scale + zero), np.iinfo(self.inp["dtype"]).min,
@@ -161,16 +165,32 @@ def _tflite(images, size: int, weights=None) -> list[np.ndarray]:
 
 
 def _ultralytics(images, size: int, weights=None) -> list[np.ndarray]:
+    """The output of the model's SPPF block, max-pooled, as the `tflite` backend reads it from an
+    export (ultralytics' own `embed` averages another layer): the crops letterboxed to `size` as
+    for the TFLite model, one forward pass of the batch, on the GPU when there is one."""
+    import torch
+
     key = str(weights)
     if key not in _models:
-        import torch
         from ultralytics import YOLO
 
         torch.manual_seed(0)                 # a .yaml model gets the same random weights every time
-        _models[key] = YOLO(key)
-    out = _models[key].embed([np.asarray(im.convert("RGB"))[:, :, ::-1] for im in images], imgsz=size,
-                             verbose=False)
-    return [_unit(t.detach().cpu().numpy()) for t in out]
+        net = YOLO(key).model.eval()
+        sppf = next((m for m in net.modules() if type(m).__name__ == "SPPF"), None)
+        if sppf is None:
+            raise UserError(f"--weights {weights}: this model has no SPPF block to read features from")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        _models[key] = (net.to(dev), sppf, dev)
+    net, sppf, dev = _models[key]
+    seen = []
+    hook = sppf.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().amax(dim=(2, 3))))
+    try:
+        x = np.stack([letterbox(im, size, size) for im in images]).transpose(0, 3, 1, 2)
+        with torch.no_grad():
+            net(torch.from_numpy(np.ascontiguousarray(x)).to(dev, dtype=next(net.parameters()).dtype))
+    finally:
+        hook.remove()
+    return [_unit(v) for v in seen[0].float().cpu().numpy()]
 
 
 register(Backend("stats", _stats, False, "colour, edge-orientation and layout statistics; no weights"))
