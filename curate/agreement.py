@@ -34,6 +34,7 @@ LABELS = (KEEP, *LABEL_REASONS)
 RULE_REASONS: dict[str, tuple[str, ...]] = {
     "no_motorbike": ("no_motorbike",),
     "closeup": ("part_closeup",),
+    "odd_closeup": ("part_closeup",),
     "cut_off": ("cut_off",),
     "several": ("several_bikes",),
     "crowded": ("several_bikes", "occluded"),

@@ -29,6 +29,11 @@ CANNY = (30, 90)
 BUSY_THRESHOLD = 1.0
 CUT_OFF_THRESHOLD = 0.9  # border line under the box almost all bike: cut through, not touching
 CLOSEUP_THRESHOLD = 0.92
+# A part shot fills the frame into a corner as a tight catalogue shot does; what tells them apart is
+# that it does not look like the folder's whole bikes (docs/agreement.md): a box filling at least
+# ODD_CLOSEUP_FILL of the frame into a corner, and an outlier rank of at least the threshold.
+ODD_CLOSEUP_FILL = 0.5
+ODD_CLOSEUP_THRESHOLD = 0.7
 SEVERAL_THRESHOLD = 0.4    # the second bike at least ~2/3 the main one's size each way
 OUTLIER_OFF = 1.01         # above any score: the outlier check flags nothing until its precision is measured
 #                            (set --threshold outlier=0.95, or let `curate calibrate` fit it to your tags)
@@ -126,6 +131,13 @@ register(Check(
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=CLOSEUP_THRESHOLD,
     from_row=lambda row: corner_fill(row)))
 register(Check(
+    "odd_closeup", "close-up unlike the other bikes", "the outlier rank (see `outlier`) of a sample whose bike "
+    f"box fills at least {ODD_CLOSEUP_FILL:g} of the frame into a corner, else 0 (null without a box or before "
+    "`curate embed`): a tank or headlight shot fills the frame like a tight catalogue shot, but its picture "
+    "is unlike the folder's whole bikes",
+    _ramp, {"lo": 0.0, "hi": 1.0}, threshold=ODD_CLOSEUP_THRESHOLD,
+    from_row=lambda row: odd_closeup(row)))
+register(Check(
     "several", "several motorbikes", "area of the largest other motorbike box (not mostly inside the "
     "main one) / the main box's area (0 alone, null without detections): several bikes of similar "
     "size, no single subject",
@@ -192,6 +204,13 @@ def corner_fill(row) -> float | None:
         return None
     left, top, right, bottom = touch
     return float(frac) if (left or right) and (top or bottom) else 0.0
+
+
+def odd_closeup(row) -> float | None:
+    fill, rank = corner_fill(row), _present_float(row.get("outlier_rank"))
+    if fill is None or rank is None:
+        return None
+    return rank if fill >= ODD_CLOSEUP_FILL else 0.0
 
 
 def second_bike(row, inside: float = 0.8) -> float | None:

@@ -1,4 +1,4 @@
-"""`curate run`: scan, repair, detect, score, dedupe, embed, filter, cluster and report, in order,
+"""`curate run`: scan, repair, detect, embed, score, dedupe, filter, cluster and report, in order,
 resuming.
 
 Each stage resumes by itself (it skips rows it already handled with the same
@@ -133,14 +133,14 @@ def _run_locked(folder: Path | str, workdir: Path, opts: RunOptions, progress: b
     log.info("detect")
     detect_manifest(manifest, DetectOptions(weights=opts.weights, device=opts.device,
                                             per_image=opts.per_image), progress=progress)
+    log.info("embed")        # before score: the outlier checks read the embeddings' outlier rank
+    embed_manifest(manifest, embed_options(opts, weights), progress=progress)
     # score before dedupe: the keeper of each duplicate group is chosen by the sharpness and
     # busyness that score measures, so dedupe does not decode and measure them a second time.
     log.info("score")
     score_manifest(manifest, ScoreOptions(workers=opts.workers), progress=progress)
     log.info("dedupe")
     dedupe_manifest(manifest, DedupeOptions(workers=opts.workers), progress=progress)
-    log.info("embed")        # before filter: the outlier rule reads the embeddings' outlier rank
-    embed_manifest(manifest, embed_options(opts, weights), progress=progress)
     clean = workdir / CLEAN_NAME
     result = filter_manifest(manifest, clean)
     try:

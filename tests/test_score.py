@@ -273,3 +273,17 @@ def test_real_photos_whole_image(tmp_path, caltech, cctv):
         for c in ("busy", "blur", "dark", "bright", "aspect", "grey"):
             assert np.isfinite(r[f"{c}_raw"]), (n, c)
     assert all(rows["grey_" + p.name]["grey_flag"] is True for p in greys)
+
+
+def test_odd_closeup_needs_a_frame_filling_box_and_an_unusual_picture():
+    """The rank counts only where the box fills half the frame into a corner; without embeddings
+    or a box there is nothing to say (null)."""
+    base = {"width": 400, "height": 300, "primary_box": [0.0, 0.0, 300.0, 280.0], "box_area_frac": 0.7}
+    assert checks.odd_closeup({**base, "outlier_rank": 0.9}) == pytest.approx(0.9)      # into a corner
+    centred = {**base, "primary_box": [40.0, 30.0, 360.0, 270.0]}
+    assert checks.odd_closeup({**centred, "outlier_rank": 0.9}) == 0.0                 # no corner
+    assert checks.odd_closeup({**base, "box_area_frac": 0.3, "outlier_rank": 0.9}) == 0.0   # small box
+    assert checks.odd_closeup({**base, "outlier_rank": None}) is None                    # not embedded
+    assert checks.odd_closeup({**base, "primary_box": None, "outlier_rank": 0.9}) is None
+    c = checks.CHECKS["odd_closeup"]
+    assert c.score(0.9) >= c.threshold > c.score(0.5)
