@@ -88,14 +88,10 @@ def _ray_workers(root_pid: int) -> list[int]:
     return out
 
 
-@pytest.mark.slow
-def test_a_killed_ray_worker_loses_nothing(tmp_path, ray_installed):
-    """kill -9 of one Ray worker (by its PID) while `curate score --engine ray` runs: Ray runs its task
-    again, and the manifest equals the local engine's."""
-    ref, work = _scored_reference(tmp_path)
-    proc = subprocess.Popen([*CURATE, "score", "--manifest", str(work), "--no-progress", "--engine", "ray"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    journal_dir = work.parent / "cache" / "score"
+def _kill_a_worker_during(cmd: list[str], journal_dir: Path, what: str) -> None:
+    """Run `cmd`; once its journal has a line, kill -9 one of its Ray workers (task or actor) by PID;
+    a run that then stops is run again, which must complete it. Skips when it finished first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     killed = None
     deadline = time.monotonic() + 300
     try:
@@ -107,17 +103,25 @@ def test_a_killed_ray_worker_loses_nothing(tmp_path, ray_installed):
                     os.kill(workers[0], signal.SIGKILL)
                     killed = workers[0]
             time.sleep(0.05)
-        _, err = proc.communicate(timeout=600)
+        proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     if killed is None:
-        pytest.skip("score finished before a worker could be killed")
+        pytest.skip(f"{what} finished before a worker could be killed")
     print(f"killed Ray worker {killed}; the run exited {proc.returncode}")
     if proc.returncode != 0:                                  # the run may stop: a rerun completes it
-        subprocess.run([*CURATE, "score", "--manifest", str(work), "--no-progress", "--engine", "ray"], check=True,
-                       capture_output=True, timeout=600)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_loses_nothing(tmp_path, ray_installed):
+    """kill -9 of one Ray worker (by its PID) while `curate score --engine ray` runs: Ray runs its task
+    again, and the manifest equals the local engine's."""
+    ref, work = _scored_reference(tmp_path)
+    _kill_a_worker_during([*CURATE, "score", "--manifest", str(work), "--no-progress", "--engine", "ray"],
+                          work.parent / "cache" / "score", "score")
     _same(ref, work)
 
 
@@ -147,28 +151,7 @@ def test_a_killed_detect_actor_loses_nothing(tmp_path, shared_data, tflite_weigh
     detect = ["detect", "--weights", str(tflite_weights), "--no-progress", "--device", "cpu"]
     subprocess.run([*CURATE, detect[0], "--manifest", str(ref), *detect[1:]], check=True, capture_output=True,
                    timeout=600)
-    cmd = [*CURATE, detect[0], "--manifest", str(work), *detect[1:], "--engine", "ray"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    journal_dir = work.parent / "cache" / "detect"
-    killed = None
-    deadline = time.monotonic() + 300
-    try:
-        while proc.poll() is None and time.monotonic() < deadline and killed is None:
-            journals = list(journal_dir.glob("partial-*.jsonl")) if journal_dir.is_dir() else []
-            if journals and journals[0].stat().st_size > 0:
-                actors = _ray_workers(proc.pid)
-                if actors:
-                    os.kill(actors[0], signal.SIGKILL)
-                    killed = actors[0]
-            time.sleep(0.05)
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    if killed is None:
-        pytest.skip("detect finished before the actor could be killed")
-    if proc.returncode != 0:                                  # the run may stop: a rerun completes it
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    _kill_a_worker_during([*CURATE, detect[0], "--manifest", str(work), *detect[1:], "--engine", "ray"],
+                          work.parent / "cache" / "detect", "detect")
     _same(ref, work)
     assert read_manifest(work).stage_params("detect")["engine"] == "ray"
