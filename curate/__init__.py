@@ -1,4 +1,5 @@
-"""Curate a scraped folder of photos: scan, repair, detect, score, dedupe, review, filter, report.
+"""Curate a scraped folder of photos: scan, repair, detect, embed, score, dedupe, review, filter,
+cluster, report.
 
 From Python (a notebook), `import curate.api as cu` (`curate.run` and `curate.read_manifest` work too);
 the same functions the CLIs call:
@@ -7,9 +8,11 @@ the same functions the CLIs call:
     scan        one row per file into a manifest (`curate scan`)
     repair      RGB copies for frames, truncated files, CMYK, ... (`curate repair`)
     detect      YOLO, the primary motorbike and its crop (`curate detect`)
+    embed       one vector per crop, and the outlier rank (`curate embed`)
     score       each check's raw value, score and flag (`curate score`)
     dedupe      duplicate groups and the rank of each copy (`curate dedupe`)
     filter      keep / reject_reason, the kept rows to clean.parquet (`curate filter`)
+    cluster     k-means clusters of the kept samples and a 2-D map (`curate cluster`)
     calibrate   thresholds fitted to the review tags (`curate calibrate`)
     report      the HTML report (`curate report`)
     review      the FiftyOne App on the manifest, returns the session (`curate review`)

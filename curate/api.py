@@ -1,7 +1,7 @@
 """The curation stages from Python (a notebook): the same functions and option dataclasses the CLIs use.
 
     import curate.api as cu
-    res = cu.run("photos/", "work/")            # scan, repair, detect, score, dedupe, filter, report
+    res = cu.run("photos/", "work/")            # every stage, as `curate run` (a folder or an s3:// URI)
     res.df[["path", "keep", "reject_reason"]]     # the manifest as a DataFrame
 
 Each function reads and rewrites the manifest in place (atomically, resuming what is done) and never
@@ -19,8 +19,10 @@ from pathlib import Path
 from manifests import read_manifest  # noqa: F401  (re-exported: the manifest as `.df`)
 
 from .calibrate import MIN_TAGS
+from .cluster import ClusterOptions
 from .dedupe import DedupeOptions
 from .detect import DetectOptions
+from .embed import EmbedOptions
 from .filter import FilterOptions
 from .pipeline import RunOptions, RunResult
 from .repair import RepairOptions
@@ -29,9 +31,10 @@ from .review import ReviewOptions
 from .scan import ScanOptions
 from .score import ScoreOptions
 
-__all__ = ["run", "scan", "repair", "detect", "score", "dedupe", "filter", "calibrate", "report", "review",
-           "pull", "read_manifest", "RunOptions", "RunResult", "ScanOptions", "RepairOptions", "DetectOptions",
-           "ScoreOptions", "DedupeOptions", "FilterOptions", "ReportOptions", "ReviewOptions"]
+__all__ = ["run", "scan", "repair", "detect", "embed", "score", "dedupe", "filter", "cluster", "calibrate", "report",
+           "review", "pull", "read_manifest", "RunOptions", "RunResult", "ScanOptions", "RepairOptions",
+           "DetectOptions", "EmbedOptions", "ScoreOptions", "DedupeOptions", "FilterOptions", "ClusterOptions",
+           "ReportOptions", "ReviewOptions"]
 
 
 def _opts(cls, opts, options):
@@ -48,7 +51,7 @@ def run(folder, workdir="work", opts: RunOptions | None = None, *, progress: boo
     """
     from .pipeline import run_pipeline
 
-    return run_pipeline(Path(folder), Path(workdir), _opts(RunOptions, opts, options), progress=progress)
+    return run_pipeline(folder, Path(workdir), _opts(RunOptions, opts, options), progress=progress)
 
 
 def scan(folder, manifest, opts: ScanOptions | None = None, *, workers: int | None = None,
@@ -72,6 +75,21 @@ def detect(manifest, opts: DetectOptions | None = None, *, progress: bool = True
     from .detect import detect_manifest
 
     return detect_manifest(Path(manifest), _opts(DetectOptions, opts, options), progress=progress)
+
+
+def embed(manifest, opts: EmbedOptions | None = None, *, progress: bool = True, **options):
+    """`curate embed`: one vector per sample crop (backend `stats`, `tflite` or `ultralytics`), and the
+    outlier rank the `outlier` and `odd_closeup` checks read."""
+    from .embed import embed_manifest
+
+    return embed_manifest(Path(manifest), _opts(EmbedOptions, opts, options), progress=progress)
+
+
+def cluster(manifest, opts: ClusterOptions | None = None, **options):
+    """`curate cluster`: k-means clusters of the kept samples' embeddings and a 2-D map."""
+    from .cluster import cluster_manifest
+
+    return cluster_manifest(Path(manifest), _opts(ClusterOptions, opts, options))
 
 
 def score(manifest, opts: ScoreOptions | None = None, *, progress: bool = True, **options):

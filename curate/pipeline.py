@@ -68,9 +68,8 @@ def run_pipeline(folder: Path | str, workdir: Path, opts: RunOptions = RunOption
                  progress: bool = True) -> RunResult:
     """Every stage in order on `folder` into `workdir`, holding the work folder's lock (one run at a
     time; see `curate.work_lock`)."""
-    from .work_lock import work_lock
-
     from .remote import is_uri
+    from .work_lock import work_lock
 
     workdir = Path(workdir)
     folder = str(folder) if is_uri(folder) else Path(folder)     # a URI is mirrored by the scan
