@@ -51,7 +51,8 @@ def odd_section(df: pd.DataFrame, records: list[dict], keep: np.ndarray, pics: P
             f"<p>The {len(idx)} kept samples that are least like the others (the rank of the distance to "
             "their 5th nearest neighbour in embedding space, 1 = most unusual), most unusual first. The "
             "<code>outlier</code> rule rejects them only when its threshold is set "
-            "(<code>curate score --threshold outlier=0.95</code>, or <code>curate calibrate</code>).</p>",
+            "(<code>curate score --manifest M --rethreshold --threshold outlier=0.95</code>, or "
+            "<code>curate calibrate</code>).</p>",
             f'<img src="{ODD_SHEET}" alt="contact sheet: odd bikes, most unusual first">']
 
 
