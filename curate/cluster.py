@@ -20,6 +20,7 @@ import pandas as pd
 from common.errors import UserError
 from manifests import Manifest, merge_columns, read_manifest, write_manifest
 
+from .embed import embedded
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,13 @@ class ClusterSummary:
                    int(p["fitted_on"]))
 
 
-def _fit_rows(df: pd.DataFrame) -> np.ndarray:
-    """Rows the clusters are fitted on: the kept primary samples with an embedding."""
-    have = df["embedding"].map(lambda v: v is not None and len(v) > 0).to_numpy(dtype=bool)
-    primary = df["crop_index"].to_numpy() == 0
-    kept = np.ones(len(df), dtype=bool)
+def _fit_rows(df: pd.DataFrame, have: np.ndarray) -> np.ndarray:
+    """Of the rows `have` (with an embedding), those the clusters are fitted on: the kept primary samples."""
+    primary = df["crop_index"].to_numpy()[have] == 0
+    kept = np.ones(len(have), dtype=bool)
     if "keep" in df.columns:
-        kept = df["keep"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-    return np.flatnonzero(have & primary & kept)
+        kept = df["keep"].astype("boolean").fillna(False).to_numpy(dtype=bool)[have]
+    return np.flatnonzero(primary & kept)
 
 
 def fit_clusters(vectors: np.ndarray, fit: np.ndarray, opts: ClusterOptions
@@ -90,17 +90,14 @@ def cluster_manifest(manifest_path, opts: ClusterOptions = ClusterOptions()) -> 
     df = m.df
     if "embedding" not in df.columns:
         raise UserError(f"{manifest_path}: no embeddings; run `curate embed --manifest {manifest_path}` first")
-    fit = _fit_rows(df)
+    have, vectors = embedded(df)
+    fit = _fit_rows(df, have)              # positions within `have`
     if len(fit) < 4:
         raise UserError(f"{manifest_path}: {len(fit)} kept sample(s) with an embedding; clusters need at least 4")
-    have = np.flatnonzero(df["embedding"].map(lambda v: v is not None and len(v) > 0).to_numpy(dtype=bool))
-    dims = {len(df["embedding"].iat[i]) for i in have}
-    if len(dims) != 1:
-        raise UserError(f"{manifest_path}: embeddings of {len(dims)} sizes (several backends): rerun "
+    if vectors is None:
+        raise UserError(f"{manifest_path}: embeddings of several sizes (several backends): rerun "
                         "`curate embed --force` with one backend")
-    vectors = np.asarray([df["embedding"].iat[i] for i in have], dtype=np.float32)
-    where = {int(i): n for n, i in enumerate(have)}
-    ids, x, y = fit_clusters(vectors, np.array([where[int(i)] for i in fit]), opts)
+    ids, x, y = fit_clusters(vectors, fit, opts)
     n = len(df)
     cl = np.full(n, -1)
     mx, my = np.full(n, np.nan), np.full(n, np.nan)
@@ -113,7 +110,7 @@ def cluster_manifest(manifest_path, opts: ClusterOptions = ClusterOptions()) -> 
     })
     m.df = merge_columns(df, new)
     k = int(ids.max()) + 1
-    fitted = cl[fit]
+    fitted = ids[fit]
     sizes = {c: int((fitted == c).sum()) for c in range(k)}
     small = [c for c, s in sizes.items() if s < SMALL_SHARE * len(fit) / k]
     params = {"clusters": opts.clusters, "k": k, "seed": opts.seed, "fitted_on": int(len(fit)),

@@ -38,7 +38,7 @@ class EmbedOptions:
     backend: str = "stats"
     weights: str | None = None      # ultralytics: a .pt (or .yaml: random init, seeded); tflite: a .tflite
     size: int = 128                 # stats: longer side measured; ultralytics: the model's imgsz (tflite: its own)
-    workers: int | None = None      # stats: processes (ultralytics runs in this process)
+    workers: int | None = None      # stats: processes (the model backends run one model in one process)
     force: bool = False
 
     def check(self) -> None:
@@ -88,6 +88,18 @@ def embed_chunk(jobs: list[dict], backend: str, size: int, weights) -> list[dict
         for k, v in zip(where, BACKENDS[backend].embed(images, size, weights)):
             out[k]["embedding"] = [float(x) for x in np.asarray(v, dtype=np.float32)]
     return out
+
+
+def embedded(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions of the rows that have an embedding, and their vectors as one float32 matrix (None
+    when they differ in length: several backends in one manifest, no common space)."""
+    if "embedding" not in df.columns:
+        return np.zeros(0, dtype=int), None
+    have = np.flatnonzero(df["embedding"].map(lambda v: v is not None and len(v) > 0).to_numpy(dtype=bool))
+    vecs = [df["embedding"].iat[i] for i in have]
+    if len({len(v) for v in vecs}) > 1:
+        return have, None
+    return have, np.asarray(vecs, dtype=np.float32) if vecs else np.zeros((0, 0), np.float32)
 
 
 def outlier_distances(vectors: list, primary: np.ndarray, k: int = OUTLIER_K

@@ -24,15 +24,14 @@ MIN_SAMPLES = 4                       # fewer embedded samples: no Brain runs (n
 
 def _vectors(ds, df: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """The dataset's sample ids that have an embedding, and those embeddings in the same order."""
-    by_sid = {str(s): e for s, e in zip(df["sample_id"], df["embedding"]) if e is not None and len(e)}
-    ids, vecs = [], []
-    for sid, oid in zip(*ds.values(["sample_id", "id"])):
-        if sid in by_sid:
-            ids.append(oid)
-            vecs.append(np.asarray(by_sid[sid], dtype=np.float32))
-    if len({len(v) for v in vecs}) > 1:
+    from .embed import embedded
+
+    have, vecs = embedded(df)
+    if vecs is None:
         return [], np.zeros((0, 0), np.float32)       # several backends in one manifest: no common space
-    return ids, np.stack(vecs) if vecs else np.zeros((0, 0), np.float32)
+    row = {str(df["sample_id"].iat[i]): n for n, i in enumerate(have)}
+    pairs = [(oid, row[sid]) for sid, oid in zip(*ds.values(["sample_id", "id"])) if sid in row]
+    return [oid for oid, _ in pairs], vecs[[n for _, n in pairs]]
 
 
 def add_brain(ds, df: pd.DataFrame) -> list[str]:
