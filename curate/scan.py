@@ -213,12 +213,13 @@ def scan_folder(root: str | os.PathLike, manifest_path: str | os.PathLike,
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the folder of {manifest_path}: {exc.strerror or exc}") from exc
+    workers = resolve_workers(workers)
     with manifest_lock(manifest_path):
         if source is not None:
             from .remote import mirror
 
-            root = mirror(source, manifest_path.parent, workers=resolve_workers(workers), progress=progress)
-        return _scan_locked(root, manifest_path, opts, resolve_workers(workers), progress, source)
+            root = mirror(source, manifest_path.parent, workers=workers, progress=progress)
+        return _scan_locked(root, manifest_path, opts, workers, progress, source)
 
 
 def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: int, progress: bool,
