@@ -3,7 +3,7 @@
 Images are decoded (and, for PyTorch models, letterboxed) in a thread pool
 ahead of the detector and fed to it in lists of up to `batch` arrays, one
 `predict` call per list; images with the same letterboxed shape share a list,
-so no image is padded to a square (see `stream_detections`). Every detection is kept;
+so no image is padded to a square (see `detect_batches`). Every detection is kept;
 the *primary* motorbike is the `motorcycle` detection with the largest
 area x confidence. Its crop (box + margin, clamped) is written as a PNG to
 `cache/crops/` under a content address, and the fields needed to rebuild it
@@ -34,8 +34,9 @@ from manifests.paths import present
 
 from . import engine
 from .detector import DEFAULT_WEIGHTS
+from .detector_copies import detector_copies
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
-from .detect_stream import SECOND_LOOK_CONF, Job, stream_detections
+from .detect_stream import SECOND_LOOK_CONF, Job, detect_batches
 from .row_stage import Journal, run_chunks
 from .work_lock import locks_manifest
 
@@ -57,6 +58,8 @@ class DetectOptions:
     per_image: str = "primary"       # primary: one crop per image; all: one row per motorbike
     min_size: int = 32               # per_image=all: extra motorbikes need a box side >= this (px)
     workers: int | None = None       # decoding threads (default: min(4, CPUs))
+    copies: int | None = None        # detectors side by side (default: one per core for a TFLite
+                                     # model on the CPU, else one; curate.detector_copies)
     checkpoint_every: int = 256      # rewrite the manifest after this many images
     second_look: float = 0.25        # no motorbike found: pad each side by this share of the longer
                                      # side and detect again (a bike filling the frame is found
@@ -77,6 +80,8 @@ class DetectOptions:
             raise UserError(f"--min-size {self.min_size}: expected >= 0")
         if self.workers is not None and self.workers < 1:
             raise UserError(f"--workers {self.workers}: expected >= 1")
+        if self.copies is not None and not 1 <= self.copies <= 64:
+            raise UserError(f"--copies {self.copies}: expected 1..64")
         if not 0.0 <= self.second_look <= 2.0:
             raise UserError(f"--second-look {self.second_look}: expected 0..2 (0 turns it off)")
         if self.checkpoint_every < 1:
@@ -177,7 +182,7 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
             log.warning("--imgsz %d is ignored: %s takes a fixed input size (%s)", opts.imgsz, det.name,
                         "unknown" if size is None else f"{size[1]}x{size[0]} px")
     key = detect_key(det.weights_sha256, opts, imgsz)
-    params = {**{k: v for k, v in asdict(opts).items() if k not in ("workers", "checkpoint_every")},
+    params = {**{k: v for k, v in asdict(opts).items() if k not in ("workers", "checkpoint_every", "copies")},
               "imgsz": opts.imgsz if imgsz is None else imgsz, "device": det.device,
               "detector": det.name, "weights_sha256": det.weights_sha256,
               "ultralytics_version": det.ultralytics_version, "detect_key": key,
@@ -217,8 +222,9 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
     if on_ray:
         chunks, keep = _on_ray(todo, rows, opts, key, manifest_path, workers, progress), keep_records
     else:
-        chunks = ([d] for d in stream_detections(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
-                                                 workers=workers, second_look=opts.second_look))
+        copies = detector_copies(det, opts.copies) if todo else [det]
+        chunks = detect_batches(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
+                                workers=workers, second_look=opts.second_look, copies=copies)
         keep = keep_detected
     try:
         # the manifest is rewritten every checkpoint_every images, on an interrupt and at the end

@@ -3,6 +3,7 @@ same-shaped inputs, and give each photo a second, zoomed-out look when nothing w
 from __future__ import annotations
 
 import logging
+import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,31 +94,62 @@ class Detected:
     look: str | None = None       # which look gave `dets`: first | padded
 
 
-def stream_detections(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
-                      second_look: float = 0.0):
+def stream_detections(det, jobs, **kw):
+    """`detect_batches`, one `Detected` at a time."""
+    for done in detect_batches(det, jobs, **kw):
+        yield from done
+
+
+def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
+                   second_look: float = 0.0, copies: list | None = None):
     """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
 
     Rectangular-input models get batches of images with the same letterboxed
     shape (see `Detector.prepare`); fixed-size models get batches in file order.
-    Yields a `Detected` per job (failures as soon as they are known).
+    With `copies` (separately loaded detectors, see `curate.detector_copies`) the
+    batches are detected side by side, one copy per thread. Yields a list of
+    `Detected` per batch, in order, and failures as soon as they are known.
     """
+    copies = list(copies or [det])
     failures: deque[Detected] = deque()
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for c in copies:
+        free.put(c)
 
     def decoded():
         for job, (bgr, inp, key, err) in _prefetch(pool, lambda j: _decode(j, det, imgsz), jobs,
-                                                   depth=max(batch, workers)):
+                                                   depth=batch * len(copies) + workers):
             if bgr is None:
                 failures.append(Detected(job, status="not_decodable", error=err))
                 continue
             yield job, bgr, inp, key
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    def detect(group: list) -> list[Detected]:
+        d = free.get()
+        try:
+            return list(_detect_group(d, group, imgsz, conf, second_look))
+        finally:
+            free.put(d)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool, \
+            ThreadPoolExecutor(max_workers=len(copies), thread_name_prefix="detect") as runners:
+        running: deque = deque()
         for group in group_batches(decoded(), key=lambda t: t[3], size=batch, window=2 * batch):
-            while failures:
-                yield failures.popleft()
-            yield from _detect_group(det, group, imgsz, conf, second_look)
-        while failures:
-            yield failures.popleft()
+            running.append(runners.submit(detect, group))
+            if failures:
+                yield _drain(failures)
+            if len(running) > len(copies):    # every copy busy and one batch waiting: take the oldest
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+        if failures:
+            yield _drain(failures)
+
+
+def _drain(q: deque) -> list:
+    out = list(q)
+    q.clear()
+    return out
 
 
 def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float = 0.0):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .detect_stream import Job, stream_detections
 
-_detectors: dict[tuple, object] = {}     # (weights, device, imgsz) -> loaded detector, per process
+_detectors: dict[tuple, list] = {}     # (weights, device, imgsz, copies) -> loaded detector copies, per process
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,17 @@ class DetectSpec:
     manifest_path: str
 
 
-def _detector(spec: DetectSpec):
+def _detectors_for(spec: DetectSpec) -> list:
+    """The detector and its copies side by side (`curate.detector_copies`), as many as the actor's
+    CPUs take."""
     from .detector import load_detector
+    from .detector_copies import detector_copies
+    from .ray_engine import CPUS_PER_ACTOR
 
-    k = (spec.weights, spec.device, spec.opts.imgsz)
+    k = (spec.weights, spec.device, spec.opts.imgsz, spec.opts.copies)
     if k not in _detectors:
-        _detectors[k] = load_detector(spec.weights, spec.device, imgsz=spec.opts.imgsz)
+        det = load_detector(spec.weights, spec.device, imgsz=spec.opts.imgsz)
+        _detectors[k] = detector_copies(det, spec.opts.copies, cpus=min(CPUS_PER_ACTOR, os.cpu_count() or 1))
     return _detectors[k]
 
 
@@ -41,12 +46,14 @@ def detect_chunk(items: list[tuple[Job, str]], spec: DetectSpec) -> list[dict]:
     """Journal records (`DetectResults.journal_record`) of `(job, the row's path)` items."""
     from .detect_results import DetectResults
 
-    det = _detector(spec)
+    copies = _detectors_for(spec)
+    det = copies[0]
     run = DetectResults(None, Path(spec.manifest_path), det, spec.opts, spec.key)
     paths = {job.sample_id: path for job, path in items}
     o = spec.opts
     for d in stream_detections(det, [job for job, _ in items], imgsz=o.imgsz, conf=o.conf, batch=o.batch,
-                               workers=o.workers or min(4, os.cpu_count() or 1), second_look=o.second_look):
+                               workers=o.workers or min(4, os.cpu_count() or 1), second_look=o.second_look,
+                               copies=copies):
         if d.status is None:
             run.record(d.job, d.bgr, d.dets, {"path": paths[d.job.sample_id]}, d.look)
         else:

@@ -45,6 +45,7 @@ class Detector:
     rect: bool = False        # takes rectangular input (PyTorch, dynamic exports); else a fixed square
     stride: int = 32
     input_size: tuple[int, int] | None = None  # (h, w) of a fixed-size export, from its metadata
+    format: str = "pt"        # ultralytics' name of the model's format: pt, tflite, onnx, ...
 
     @property
     def motorbike_labels(self) -> set[str]:
@@ -281,7 +282,7 @@ def load_detector(weights: str | os.PathLike = DEFAULT_WEIGHTS, device: str = "a
     stride = int(max(getattr(backend, "stride", 32), 32)) if rect else 32
     det = Detector(name=name, path=path, weights_sha256=sha, ultralytics_version=ultralytics.__version__,
                    device=dev, names=names, model=model, rect=rect, stride=stride,
-                   input_size=None if rect else _fixed_input_size(backend))
+                   input_size=None if rect else _fixed_input_size(backend), format=str(backend.format))
     if not det.motorbike_labels:
         log.warning("%s has no 'motorcycle' class: no image will get a motorbike crop", name)
     return det

@@ -241,3 +241,43 @@ def test_weights_that_are_no_model_are_refused_before_any_work(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "a.jpg" in err
     assert not (tmp_path / "w" / "manifest.parquet").exists()
+
+
+def test_copies_follow_the_model_format_and_device():
+    from types import SimpleNamespace
+
+    from curate.detector_copies import copies_wanted
+
+    tfl = SimpleNamespace(format="litert", device="cpu", name="t")
+    assert copies_wanted(tfl, cpus=2) == (2, 1)
+    assert copies_wanted(tfl, cpus=16) == (8, 2)          # at most 8 copies, the cores shared out
+    assert copies_wanted(tfl, copies=1, cpus=16) == (1, 16)
+    assert copies_wanted(tfl, cpus=1) == (1, 1)
+    assert copies_wanted(SimpleNamespace(format="pt", device="cpu", name="p"), copies=4) == (1, 0)
+    assert copies_wanted(SimpleNamespace(format="litert", device="cuda:0", name="g")) == (1, 0)
+
+
+@pytest.mark.slow
+def test_copies_side_by_side_give_the_one_copy_manifest(shared_data, tflite_detector, tmp_path):
+    """Two TFLite copies detecting in two threads: the same rows, detections, looks and crop bytes as one."""
+    from curate.detect import detect_manifest
+    from curate.detector_copies import detector_copies
+
+    assert len(detector_copies(tflite_detector, 2)) == 2
+    web = shared_data / "web"
+    rels = sorted(f"bikes/{p.name}" for p in (web / "bikes").iterdir())[::40]
+    rels += sorted(f"cars/{p.name}" for p in (web / "cars").iterdir())[::40]   # second looks, no bike
+    frames = {}
+    for copies in (1, 2):
+        mp = _manifest_for(web, rels, tmp_path / f"c{copies}" / "manifest.parquet")
+        m = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25, batch=4,
+                                      copies=copies, per_image="all"), progress=False, detector=tflite_detector)
+        frames[copies] = m.df.set_index("sample_id").sort_index()
+        if copies == 2:
+            _check_crops(m, mp)
+    one, two = frames[1], frames[2]
+    assert one.index.equals(two.index) and len(one) >= len(rels)
+    assert set(one["detect_status"]) >= {"ok", "no_motorbike"}
+    assert (one["detect_look"] == "padded").any()
+    for col in ("detect_status", "detections", "n_motorbikes", "crop_box", "crop_sha256", "detect_look"):
+        assert one[col].astype(str).equals(two[col].astype(str)), col

@@ -1,0 +1,107 @@
+"""`curate detect` of this working tree against the same command at an earlier git revision, in one run.
+
+    .venv/bin/python benchmarks/detect_against.py [--rev 765d5e5] [--folder ../shared/data/web]
+        [--detector ../shared/assets/yolov8n_int8.tflite] [--reps 2]
+
+The folder is scanned and repaired once; then, in interleaved rounds, `curate detect` runs as a
+whole CLI process (imports and model loading included) on a fresh copy of that manifest with the
+code of `--rev` (checked out into a temporary git worktree) and with the working tree's code. The
+best time of each is printed as img/s with their ratio, and the two manifests are compared:
+every detection, status and crop box, and the crops' pixels, must be equal (the agreement
+figures then cannot have moved). Issue 15 asks detect for 2x.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "web"
+DEFAULT_DETECTOR = REPO.parent / "shared" / "assets" / "yolov8n_int8.tflite"
+DEFAULT_REV = "765d5e5"     # main before detect ran copies of the model side by side
+# the CLI of the code under `root` (its folder first on sys.path; the check says it really was)
+CLI = ("import sys, curate; root = sys.argv.pop(1); "
+       "assert curate.__file__.startswith(root), curate.__file__; "
+       "from curate.cli import main; main()")
+SAME = ("detect_status", "n_motorbikes", "detections", "crop_box", "detect_look")
+
+
+def _env(root: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(root), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
+            "YOLO_CONFIG_DIR": os.environ.get("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="bench-yolo-"))}
+
+
+def curate(root: Path, *args: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", CLI, str(root), *args, "--no-progress"], check=True, cwd=root,
+                   env=_env(root), capture_output=True)
+    return time.perf_counter() - t0
+
+
+def compare(a: Path, b: Path) -> list[str]:
+    """What differs between two detected work folders (empty: the same detections and crop pixels)."""
+    import numpy as np
+    from PIL import Image
+
+    from manifests import read_manifest
+
+    x = read_manifest(a / "manifest.parquet").df.set_index("sample_id").sort_index()
+    y = read_manifest(b / "manifest.parquet").df.set_index("sample_id").sort_index()
+    if not x.index.equals(y.index):
+        return ["other rows"]
+    out = [c for c in SAME if not x[c].astype(str).equals(y[c].astype(str))]
+    crops = [(p, q) for p, q in zip(x["crop_path"], y["crop_path"]) if isinstance(p, str) or isinstance(q, str)]
+    other = sum(not (isinstance(p, str) and isinstance(q, str)
+                     and np.array_equal(np.asarray(Image.open(a / p)), np.asarray(Image.open(b / q))))
+                for p, q in crops)
+    return out + ([f"{other} crop(s) with other pixels"] if other else [])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rev", default=DEFAULT_REV)
+    ap.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
+    ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args(argv)
+    if not args.folder.is_dir() or not args.detector.is_file():
+        raise SystemExit(f"needs {args.folder} and {args.detector} (../shared)")
+    with tempfile.TemporaryDirectory(prefix="bench-detect-against-") as tmp:
+        tmp = Path(tmp)
+        base, rev = tmp / "base", tmp / "rev"
+        curate(REPO, "scan", str(args.folder), "-o", str(base / "manifest.parquet"))
+        curate(REPO, "repair", "--manifest", str(base / "manifest.parquet"))
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(rev), args.rev],
+                       check=True, capture_output=True)
+        try:
+            import pandas as pd
+
+            n = len(pd.read_parquet(base / "manifest.parquet", columns=["sample_id"]))
+            best = {"rev": float("inf"), "tree": float("inf")}
+            for _ in range(args.reps):
+                for which, root in (("rev", rev), ("tree", REPO)):
+                    work = tmp / f"work-{which}"
+                    shutil.rmtree(work, ignore_errors=True)
+                    shutil.copytree(base, work)
+                    best[which] = min(best[which], curate(root, "detect", "--manifest", str(work / "manifest.parquet"),
+                                                          "--weights", str(args.detector)))
+            diff = compare(tmp / "work-rev", tmp / "work-tree")
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(rev)], capture_output=True)
+    print(f"{n} photos of {args.folder}, {args.detector.name}, CPUs {os.cpu_count()}, best of {args.reps}, "
+          "whole `curate detect` processes")
+    print(f"  at {args.rev:10s} {n / best['rev']:6.2f} img/s  ({best['rev']:6.1f} s)")
+    print(f"  this tree  {n / best['tree']:6.2f} img/s  ({best['tree']:6.1f} s)  x{best['rev'] / best['tree']:.2f}")
+    print("  detections, statuses, crop boxes and crop pixels: " + ("the same" if not diff else
+                                                                   "DIFFER: " + ", ".join(diff)))
+    return 0 if not diff else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
