@@ -36,12 +36,15 @@ from gan.data import StepRandom  # noqa: E402
 from gan.models import build_models  # noqa: E402
 from gan.step import GraphedStep, build_state, make_step  # noqa: E402
 
-VARIANTS = {          # name -> (precision, channels_last, cuda_graph)
-    "fp32": ("fp32", False, False),
-    "bf16-cl": ("bf16", True, False),
-    "graph-fp32": ("fp32", False, True),
-    "graph-bf16-cl": ("bf16", True, True),
+VARIANTS = {          # name -> (precision, channels_last, cuda_graph, torch.compile)
+    "fp32": ("fp32", False, False, False),
+    "bf16-cl": ("bf16", True, False, False),
+    "graph-fp32": ("fp32", False, True, False),
+    "graph-bf16-cl": ("bf16", True, True, False),
+    "compile-bf16": ("bf16", False, False, True),
+    "compile-bf16-cl": ("bf16", True, False, True),
 }
+CUDA_ONLY = {v for v, (_, _, graph, comp) in VARIANTS.items() if graph or comp}
 
 
 def _sync(device):
@@ -130,28 +133,62 @@ def bench_blog(paths, device, steps, warmup, workers, batch=64) -> float:
                 return steps * batch / (time.perf_counter() - t0)
 
 
-def bench_ours(images_u8: np.ndarray, device, steps, warmup, batch, variant) -> float:
-    precision, channels_last, graph = VARIANTS[variant]
+def _our_step(images_u8: np.ndarray, device, batch, variant):
+    """(one-step callable, config) of `gan train`'s step at the seed preset in `variant`."""
+    precision, channels_last, graph, comp = VARIANTS[variant]
     cfg = PRESETS["seed"].replace(batch=batch, precision=precision, channels_last=channels_last,
-                                  cuda_graph=graph)
+                                  cuda_graph=graph, compile=comp)
     images = torch.from_numpy(images_u8).to(device)
     st = build_state(cfg, len(images), device)
-    step = make_step(cfg, st.G, st.D, st.opt_g, st.opt_d, images, graphed=graph)
+    G, D = (torch.compile(st.G), torch.compile(st.D)) if comp else (st.G, st.D)
+    step = make_step(cfg, G, D, st.opt_g, st.opt_d, images, graphed=graph)
     runner = GraphedStep(step) if graph else None
     rand = StepRandom(len(images), batch, cfg.nz, augment.n_uniforms(cfg.diffaug), cfg.seed)
+
+    def one():
+        draws = rand.draw()
+        if runner is not None:
+            return runner(device, **draws)
+        return step(**{k: v.to(device, non_blocking=True) for k, v in draws.items()})
+    return one
+
+
+def bench_ours(images_u8: np.ndarray, device, steps, warmup, batch, variant) -> float:
+    one = _our_step(images_u8, device, batch, variant)
     out, t0 = None, None
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             t0 = time.perf_counter()
-        draws = rand.draw()
-        if runner is not None:
-            out = runner(device, **draws)
-        else:
-            out = step(**{k: v.to(device, non_blocking=True) for k, v in draws.items()})
+        out = one()
     float(out[0])
     _sync(device)
     return steps * batch / (time.perf_counter() - t0)
+
+
+def profile_ours(images_u8: np.ndarray, device, batch, variant, steps: int = 10, top: int = 15) -> dict:
+    """The kernels that take the step's GPU time (torch.profiler, after a warm-up), most first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    one = _our_step(images_u8, device, batch, variant)
+    for _ in range(5):
+        one()
+    _sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            out = one()
+        float(out[0])
+        _sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: -getattr(e, attr))
+    rows = [{"name": e.key[:120], "calls_per_step": e.count / steps,
+             "ms_per_step": getattr(e, attr) / 1000 / steps, "share": getattr(e, attr) / total}
+            for e in events[:top]]
+    return {"variant": variant, "batch": batch, "steps": steps, "ms_per_step_total": total / 1000 / steps,
+            "kernels_per_step": sum(e.count for e in events) / steps, "top": rows}
 
 
 def main(argv=None):
@@ -165,6 +202,8 @@ def main(argv=None):
     ap.add_argument("--variants", default=None, help=f"comma list of {','.join(VARIANTS)} (default: all that apply)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--profile", default=None, metavar="VARIANT@BATCH",
+                    help="also profile that step (top kernels by GPU time), e.g. bf16-cl@64")
     a = ap.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
     cuda = device.type == "cuda"
@@ -173,7 +212,7 @@ def main(argv=None):
     steps = a.steps or (50 if cuda else 2)
     warmup = a.warmup if a.warmup is not None else (10 if cuda else 1)
     n_img = a.images or (2048 if cuda else 192)
-    variants = a.variants.split(",") if a.variants else [v for v in VARIANTS if cuda or not VARIANTS[v][2]]
+    variants = a.variants.split(",") if a.variants else [v for v in VARIANTS if cuda or v not in CUDA_ONLY]
     if cuda:
         torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(device)
@@ -182,7 +221,7 @@ def main(argv=None):
     print(f"device: {name}; torch {torch.__version__}; {steps} timed steps after {warmup} warm-up; "
           f"{n_img} images; seed preset (128x128, {6.62:.2f} GFLOP/img/step)")
 
-    results = {}
+    results, errors = {}, {}
     with tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
         paths = make_jpegs(Path(tmp), n_img)
         need = (warmup + steps) * 64
@@ -200,15 +239,28 @@ def main(argv=None):
             if VARIANTS[v][2] and not cuda:
                 continue
             key = f"gan train step, {v}, batch {batch}"
-            results[key] = bench_ours(packed, device, steps, warmup, batch, v)
-            print(f"  {key}: {results[key]:,.1f} img/s", flush=True)
+            try:
+                results[key] = bench_ours(packed, device, steps, warmup, batch, v)
+                print(f"  {key}: {results[key]:,.1f} img/s", flush=True)
+            except Exception as exc:  # noqa: BLE001 - a variant that fails is a figure too (e.g. compile)
+                errors[key] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ''}"
+                print(f"  {key}: FAILED {errors[key]}", flush=True)
+    prof = None
+    if a.profile:
+        v, _, b = a.profile.partition("@")
+        prof = profile_ours(packed, device, int(b or 64), v)
+        print(f"\nprofile of {v} at batch {prof['batch']}: {prof['ms_per_step_total']:.2f} ms of "
+              f"{'GPU' if cuda else 'CPU'} time per step in {prof['kernels_per_step']:.0f} kernels/ops")
+        for r in prof["top"]:
+            print(f"  {r['ms_per_step']:8.3f} ms {r['share'] * 100:5.1f}% x{r['calls_per_step']:5.1f}  {r['name']}")
 
     base = results["blog loop, fp32, batch 64"]
     print(f"\n{'configuration':<44} {'img/s':>11} {'x blog':>8} {'TFLOP/s':>8}")
     for k, v in results.items():
         print(f"{k:<44} {v:>11,.1f} {v / base:>8.2f} {v * 6.62e9 / 1e12:>8.2f}")
     if a.json:
-        a.json.write_text(json.dumps({"device": name, "steps": steps, "results": results}, indent=2))
+        a.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "steps": steps, "warmup": warmup,
+                                      "results": results, "errors": errors, "profile": prof}, indent=2))
     return results
 
 
