@@ -91,7 +91,7 @@ class Detected:
     dets: list | None = None
     status: str | None = None     # None when detected; not_decodable | error otherwise
     error: str | None = None
-    look: str | None = None       # which look gave `dets`: first | padded
+    look: str | None = None       # which look gave `dets`: first | padded | far
 
 
 def stream_detections(det, jobs, **kw):
@@ -101,7 +101,7 @@ def stream_detections(det, jobs, **kw):
 
 
 def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
-                   second_look: float = 0.0, copies: list | None = None):
+                   second_look: float = 0.0, far_look: float = 0.0, copies: list | None = None):
     """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
 
     Rectangular-input models get batches of images with the same letterboxed
@@ -127,7 +127,7 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
     def detect(group: list) -> list[Detected]:
         d = free.get()
         try:
-            return list(_detect_group(d, group, imgsz, conf, second_look))
+            return list(_detect_group(d, group, imgsz, conf, second_look, far_look))
         finally:
             free.put(d)
 
@@ -152,7 +152,7 @@ def _drain(q: deque) -> list:
     return out
 
 
-def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float = 0.0):
+def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float = 0.0, far_look: float = 0.0):
     """One predict call for the group; if it fails, image by image so one bad image is isolated."""
     try:
         all_dets = det.predict([t[2] for t in group], imgsz=imgsz, conf=conf,
@@ -160,6 +160,8 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
         looks = ["first"] * len(group)
         if second_look:
             _look_again(det, group, all_dets, looks, imgsz, conf, second_look)
+        if far_look:
+            _look_again(det, group, all_dets, looks, imgsz, conf, far_look, low=conf, name="far")
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         if len(group) == 1:
             yield Detected(group[0][0], bgr=group[0][1], status="error",
@@ -167,7 +169,7 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
             return
         log.warning("batch of %d failed (%s); retrying image by image", len(group), exc)
         for item in group:
-            yield from _detect_group(det, [item], imgsz, conf, second_look)
+            yield from _detect_group(det, [item], imgsz, conf, second_look, far_look)
         return
     for (job, bgr, _, _), dets, look in zip(group, all_dets, looks):
         yield Detected(job, bgr=bgr, dets=dets, look=look)
@@ -177,6 +179,9 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
 # labelled scrape it found 93 of the whole bikes the first look missed at 0.15 against 81 at 0.25,
 # and no motorbike in any of 200 car photos either way (docs/agreement.md).
 SECOND_LOOK_CONF = 0.15
+# `--far-look` (off by default): where that look finds none either, a third one much further out (at
+# 1.0 the photo is a third of the frame), at the run's own confidence: small thumbnails (100 px) blown
+# up to the detector's input are missed at both nearer looks and found from there (docs/agreement.md).
 
 
 def pad_for_second_look(bgr, share: float):
@@ -199,13 +204,16 @@ def unpad(dets: list[dict], pad: int, width: int, height: int) -> list[dict]:
     return out
 
 
-def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf: float, share: float):
-    """Images where the first look found no motorbike, detected again zoomed out (padded).
+def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf: float, share: float, *,
+                low: float | None = None, name: str = "padded"):
+    """Images where no look so far found a motorbike, detected again zoomed out (padded).
 
     A motorbike that fills the frame (a tight catalogue shot, a bike touching the
     borders) is often missed by a detector trained on objects with some context
-    around them; the same image in a grey frame is found. Where the second look finds
-    a motorbike its detections replace the first look's (same objects, better seen).
+    around them; the same image in a grey frame is found. Where this look finds
+    a motorbike its detections replace the earlier ones (same objects, better seen),
+    and `looks[i]` says `name`. A motorbike counts from confidence `low` (default:
+    the lower of `conf` and SECOND_LOOK_CONF).
     """
     labels = det.motorbike_labels
     missed = [i for i, dets in enumerate(all_dets) if not any(d["label"] in labels for d in dets)]
@@ -221,7 +229,7 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
     by_shape: dict = {}
     for k, (inp, _) in enumerate(padded):
         by_shape.setdefault(tuple(inp.shape), []).append(k)
-    low = min(conf, SECOND_LOOK_CONF)
+    low = min(conf, SECOND_LOOK_CONF) if low is None else low
     for ks in by_shape.values():
         res = det.predict([padded[k][0] for k in ks], imgsz=imgsz, conf=low,
                           orig_shapes=[padded[k][1] for k in ks])
@@ -231,4 +239,4 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
             # the lower confidence is for the motorbike only; other objects as on the first look
             dets = [d for d in unpad(dets, pads[k], w, h) if d["label"] in labels or d["conf"] >= conf]
             if any(d["label"] in labels for d in dets):
-                all_dets[i], looks[i] = dets, "padded"
+                all_dets[i], looks[i] = dets, name

@@ -53,7 +53,7 @@ def detect_chunk(items: list[tuple[Job, str]], spec: DetectSpec) -> list[dict]:
     o = spec.opts
     for d in stream_detections(det, [job for job, _ in items], imgsz=o.imgsz, conf=o.conf, batch=o.batch,
                                workers=o.workers or min(4, os.cpu_count() or 1), second_look=o.second_look,
-                               copies=copies):
+                               far_look=o.far_look, copies=copies):
         if d.status is None:
             run.record(d.job, d.bgr, d.dets, {"path": paths[d.job.sample_id]}, d.look)
         else:

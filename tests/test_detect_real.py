@@ -281,3 +281,30 @@ def test_copies_side_by_side_give_the_one_copy_manifest(shared_data, tflite_dete
     assert (one["detect_look"] == "padded").any()
     for col in ("detect_status", "detections", "n_motorbikes", "crop_box", "crop_sha256", "detect_look"):
         assert one[col].astype(str).equals(two[col].astype(str)), col
+
+
+@pytest.mark.slow
+def test_far_look_finds_the_thumbnails_both_nearer_looks_miss(shared_data, tflite_detector, tmp_path):
+    """100 px thumbnails of whole bikes (labelled keep) that the first and the padded look miss: the far
+    look finds them, says so in `detect_look`, and its box is in the photo's own pixels."""
+    from curate.detect import detect_manifest
+
+    web = shared_data / "web"
+    rels = ["bikes/Bike (46).jpeg", "bikes/Bike (495).jpeg", "bikes/Bike (779).jpeg"]
+    if not all((web / r).is_file() for r in rels):
+        pytest.skip("the web thumbnails are not in this copy of the shared data")
+    frames = {}
+    for far in (0.0, 1.0):
+        mp = _manifest_for(web, rels, tmp_path / f"far{far}" / "manifest.parquet")
+        frames[far] = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25,
+                                                far_look=far), progress=False, detector=tflite_detector)
+    assert set(frames[0.0].df["detect_status"]) == {"no_motorbike"}
+    far = frames[1.0]
+    found = far.df[far.df["detect_status"] == "ok"]
+    assert len(found) >= 2 and set(found["detect_look"]) == {"far"}
+    for _, row in found.iterrows():
+        x0, y0, x1, y1 = (float(v) for v in row["primary_box"])
+        assert 0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"]
+        assert (x1 - x0) * (y1 - y0) > 0.3 * row["width"] * row["height"]    # the bike fills the thumbnail
+    _check_crops(far, tmp_path / "far1.0" / "manifest.parquet")
+    assert far.stage_params("detect")["far_look"] == 1.0

@@ -29,7 +29,7 @@ FIELDS = [
     pa.field("detect_error", pa.string()),             # why, when not_decodable / error
     pa.field("detections", pa.list_(DETECTION)),       # every detection, highest confidence first
     pa.field("n_motorbikes", pa.int32()),              # detections labelled motorcycle in the image
-    pa.field("detect_look", pa.string()),              # which look gave `detections`: first | padded
+    pa.field("detect_look", pa.string()),              # which look gave `detections`: first | padded | far
     pa.field("primary_box", pa.list_(pa.float32())),   # this row's motorbike [x0, y0, x1, y1]
     pa.field("box_area_frac", pa.float32()),           # its area / image area
     pa.field("person_overlap", pa.float32()),          # share of its box covered by person boxes
