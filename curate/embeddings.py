@@ -9,7 +9,7 @@ crops (PIL images) returning one vector each.
   last backbone block (SPPF, stride 32), max-pooled over the picture (a MAC descriptor: the grey
   letterbox around the crop cannot dilute a maximum as it does a mean), read by a forward hook.
 - `tflite` reads the same tensor out of a YOLO TFLite export (`--weights yolov8n.tflite`, as
-  `curate detect` takes): the interpreter keeps its intermediate tensors. Needs `ai-edge-litert`.
+  `curate detect` takes), made an output of the graph (`curate.embed_tflite`). Needs `ai-edge-litert`.
 
 Every vector is L2-normalised, so cosine similarity is a dot product. A new backend is one
 function and one `register` line (open_clip, timm, DINO with weights the user supplies).
@@ -115,53 +115,13 @@ def check_tflite_weights(weights) -> None:
         raise UserError("--backend tflite needs ai-edge-litert: pip install ai-edge-litert") from None
 
 
-def sppf_output(details: list[dict]) -> int:
-    """Index of the tensor the backbone's SPPF block ends with: the first activation (a 4-D `Mul`, the
-    SiLU) after the concat of its max pools."""
-    pools = [d["index"] for d in details if "max_pool" in d["name"].lower()]
-    if pools:
-        after = sorted((d for d in details if d["index"] > max(pools) and len(d["shape"]) == 4),
-                       key=lambda d: d["index"])
-        concat = next((d["index"] for d in after if "concat" in d["name"].lower()), None)
-        act = next((d for d in after if concat is not None and d["index"] > concat
-                    and d["name"].split(";")[0].lower().endswith("mul")), None)
-        if act is not None:
-            return int(act["index"])
-    raise UserError("this TFLite model has no SPPF block to read features from (is it a YOLOv8/11 export?)")
-
-
-class _TFLiteFeatures:
-    def __init__(self, path: str):
-        import os
-        import warnings
-
-        from ai_edge_litert.interpreter import Interpreter
-
-        with warnings.catch_warnings():      # "for debugging only": it is how the features are read
-            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-            self.it = Interpreter(model_path=path, experimental_preserve_all_tensors=True,
-                                  num_threads=max(1, os.cpu_count() or 1))
-        self.it.allocate_tensors()
-        self.inp = self.it.get_input_details()[0]
-        self.out = sppf_output(self.it.get_tensor_details())
-
-    def __call__(self, img) -> np.ndarray:
-        _, h, w, _ = (int(x) for x in self.inp["shape"])
-        x = letterbox(img, w, h)[None]
-        scale, zero = self.inp["quantization"]
-        if self.inp["dtype"] != np.float32 and scale:
-            x = np.clip(np.round(x / scale + zero), np.iinfo(self.inp["dtype"]).min,
-                        np.iinfo(self.inp["dtype"]).max).astype(self.inp["dtype"])
-        self.it.set_tensor(self.inp["index"], x)
-        self.it.invoke()
-        return _unit(self.it.get_tensor(self.out)[0].astype(np.float32).max(axis=(0, 1)))
-
-
 def _tflite(images, size: int, weights=None) -> list[np.ndarray]:
+    from .embed_tflite import TFLiteCopies
+
     key = f"tflite:{weights}"
     if key not in _models:
-        _models[key] = _TFLiteFeatures(str(weights))
-    return [_models[key](im) for im in images]
+        _models[key] = TFLiteCopies(str(weights))
+    return _models[key](images)
 
 
 def _ultralytics(images, size: int, weights=None) -> list[np.ndarray]:

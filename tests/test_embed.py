@@ -179,3 +179,41 @@ def test_the_odd_one_out_gets_the_top_outlier_rank_and_flags_only_when_asked(tmp
                    check=True, capture_output=True)
     flagged = read_manifest(m).df.set_index("path")["outlier_flag"].fillna(False)
     assert flagged[flagged].index.tolist() == ["odd.png"]
+
+
+@pytest.mark.slow
+def test_tflite_features_as_a_graph_output_equal_the_kept_intermediate_tensor(shared_data, tflite_weights):
+    """The rewritten model (SPPF tensor made an output, XNNPACK, copies side by side) gives, bit for
+    bit, what an interpreter keeping every intermediate tensor reads there; detection is untouched."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from curate.embed_tflite import TFLiteCopies, sppf_output, with_output
+    from curate.embeddings import _unit, letterbox
+    from curate.hashing import load_rgb
+
+    raw = Path(tflite_weights).read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keep_all = Interpreter(model_content=raw, experimental_preserve_all_tensors=True, num_threads=1)
+    keep_all.allocate_tensors()
+    index = sppf_output(keep_all.get_tensor_details())
+    inp = keep_all.get_input_details()[0]
+    _, h, w, _ = (int(x) for x in inp["shape"])
+    photos = sorted((shared_data / "web" / "bikes").iterdir())[::100] + sorted(
+        (shared_data / "motorbikes" / "caltech101").glob("*.jpg"))[::200]
+    images = [load_rgb(p) for p in photos]
+    expected = []
+    for im in images:
+        keep_all.set_tensor(inp["index"], letterbox(im, w, h)[None])
+        keep_all.invoke()
+        expected.append(_unit(keep_all.get_tensor(index)[0].astype(np.float32).max(axis=(0, 1))))
+    got = TFLiteCopies(str(tflite_weights), cpus=2)(images)
+    assert len(got) == len(images) >= 10
+    for a, b in zip(expected, got):
+        assert np.array_equal(a, b)
+    rewritten = Interpreter(model_content=with_output(raw, index))
+    before = [d["index"] for d in Interpreter(model_content=raw).get_output_details()]
+    after = [d["index"] for d in rewritten.get_output_details()]
+    assert after == before + [index]
