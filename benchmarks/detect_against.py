@@ -1,13 +1,14 @@
-"""`curate detect` of this working tree against the same command at an earlier git revision, in one run.
+"""`curate detect` (or `embed`) of this working tree against the same command at an earlier git revision.
 
-    .venv/bin/python benchmarks/detect_against.py [--rev 765d5e5] [--folder ../shared/data/web]
-        [--detector ../shared/assets/yolov8n_int8.tflite] [--reps 2]
+    .venv/bin/python benchmarks/detect_against.py [--rev 765d5e5] [--stage detect|embed]
+        [--folder ../shared/data/web] [--detector ../shared/assets/yolov8n_int8.tflite] [--reps 2]
 
-The folder is scanned and repaired once; then, in interleaved rounds, `curate detect` runs as a
-whole CLI process (imports and model loading included) on a fresh copy of that manifest with the
-code of `--rev` (checked out into a temporary git worktree) and with the working tree's code. The
-best time of each is printed as img/s with their ratio, and the two manifests are compared:
-every detection, status and crop box, and the crops' pixels, must be equal (the agreement
+The folder is scanned and repaired once (and, for `--stage embed`, detected); then, in
+interleaved rounds, the stage runs as a whole CLI process (imports and model loading included)
+on a fresh copy of that manifest with the code of `--rev` (checked out into a temporary git
+worktree) and with the working tree's code. The best time of each is printed as img/s with their
+ratio, and the two manifests are compared: for detect every detection, status and crop box, and
+the crops' pixels; for embed (`--backend tflite`) every vector; they must be equal (the agreement
 figures then cannot have moved). Issue 15 asks detect for 2x.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ DEFAULT_REV = "765d5e5"     # main before detect ran copies of the model side by
 CLI = ("import sys, curate; root = sys.argv.pop(1); "
        "assert curate.__file__.startswith(root), curate.__file__; "
        "from curate.cli import main; main()")
-SAME = ("detect_status", "n_motorbikes", "detections", "crop_box", "detect_look")
+SAME = {"detect": ("detect_status", "n_motorbikes", "detections", "crop_box", "detect_look"),
+        "embed": ("embedding", "embed_error")}
 
 
 def _env(root: Path) -> dict:
@@ -44,8 +46,9 @@ def curate(root: Path, *args: str) -> float:
     return time.perf_counter() - t0
 
 
-def compare(a: Path, b: Path) -> list[str]:
-    """What differs between two detected work folders (empty: the same detections and crop pixels)."""
+def compare(a: Path, b: Path, stage: str = "detect") -> list[str]:
+    """What differs between two work folders after `stage` (empty: the same detections and crop
+    pixels, or the same vectors)."""
     import numpy as np
     from PIL import Image
 
@@ -55,7 +58,9 @@ def compare(a: Path, b: Path) -> list[str]:
     y = read_manifest(b / "manifest.parquet").df.set_index("sample_id").sort_index()
     if not x.index.equals(y.index):
         return ["other rows"]
-    out = [c for c in SAME if not x[c].astype(str).equals(y[c].astype(str))]
+    out = [c for c in SAME[stage] if not x[c].astype(str).equals(y[c].astype(str))]
+    if stage != "detect":
+        return out
     crops = [(p, q) for p, q in zip(x["crop_path"], y["crop_path"]) if isinstance(p, str) or isinstance(q, str)]
     other = sum(not (isinstance(p, str) and isinstance(q, str)
                      and np.array_equal(np.asarray(Image.open(a / p)), np.asarray(Image.open(b / q))))
@@ -69,6 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--stage", choices=("detect", "embed"), default="detect")
     args = ap.parse_args(argv)
     if not args.folder.is_dir() or not args.detector.is_file():
         raise SystemExit(f"needs {args.folder} and {args.detector} (../shared)")
@@ -77,6 +83,10 @@ def main(argv=None) -> int:
         base, rev = tmp / "base", tmp / "rev"
         curate(REPO, "scan", str(args.folder), "-o", str(base / "manifest.parquet"))
         curate(REPO, "repair", "--manifest", str(base / "manifest.parquet"))
+        weights = ("--weights", str(args.detector))
+        if args.stage == "embed":
+            curate(REPO, "detect", "--manifest", str(base / "manifest.parquet"), *weights)
+        command = ("detect", *weights) if args.stage == "detect" else ("embed", "--backend", "tflite", *weights)
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(rev), args.rev],
                        check=True, capture_output=True)
         try:
@@ -89,17 +99,17 @@ def main(argv=None) -> int:
                     work = tmp / f"work-{which}"
                     shutil.rmtree(work, ignore_errors=True)
                     shutil.copytree(base, work)
-                    best[which] = min(best[which], curate(root, "detect", "--manifest", str(work / "manifest.parquet"),
-                                                          "--weights", str(args.detector)))
-            diff = compare(tmp / "work-rev", tmp / "work-tree")
+                    best[which] = min(best[which], curate(root, command[0], "--manifest", str(work / "manifest.parquet"),
+                                                          *command[1:]))
+            diff = compare(tmp / "work-rev", tmp / "work-tree", args.stage)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(rev)], capture_output=True)
     print(f"{n} photos of {args.folder}, {args.detector.name}, CPUs {os.cpu_count()}, best of {args.reps}, "
-          "whole `curate detect` processes")
+          f"whole `curate {args.stage}` processes")
     print(f"  at {args.rev:10s} {n / best['rev']:6.2f} img/s  ({best['rev']:6.1f} s)")
     print(f"  this tree  {n / best['tree']:6.2f} img/s  ({best['tree']:6.1f} s)  x{best['rev'] / best['tree']:.2f}")
-    print("  detections, statuses, crop boxes and crop pixels: " + ("the same" if not diff else
-                                                                   "DIFFER: " + ", ".join(diff)))
+    what = "detections, statuses, crop boxes and crop pixels" if args.stage == "detect" else "embeddings"
+    print(f"  {what}: " + ("the same" if not diff else "DIFFER: " + ", ".join(diff)))
     return 0 if not diff else 1
 
 
