@@ -1,6 +1,6 @@
 """`curate detect` (or `embed`) of this working tree against the same command at an earlier git revision.
 
-    .venv/bin/python benchmarks/detect_against.py [--rev 765d5e5] [--stage detect|embed]
+    .venv/bin/python benchmarks/detect_against.py [--rev 765d5e5] [--stage detect|embed|run]
         [--folder ../shared/data/web] [--detector ../shared/assets/yolov8n_int8.tflite] [--reps 2]
 
 The folder is scanned and repaired once (and, for `--stage embed`, detected); then, in
@@ -9,7 +9,9 @@ on a fresh copy of that manifest with the code of `--rev` (checked out into a te
 worktree) and with the working tree's code. The best time of each is printed as img/s with their
 ratio, and the two manifests are compared: for detect every detection, status and crop box, and
 the crops' pixels; for embed (`--backend tflite`) every vector; they must be equal (the agreement
-figures then cannot have moved). Issue 15 asks detect for 2x.
+figures then cannot have moved). `--stage run` times the whole `curate run FOLDER -o WORK` (every
+stage, the report included) from an empty work folder instead, and compares the verdicts.
+Issue 15 asks detect for 2x.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ CLI = ("import sys, curate; root = sys.argv.pop(1); "
        "assert curate.__file__.startswith(root), curate.__file__; "
        "from curate.cli import main; main()")
 SAME = {"detect": ("detect_status", "n_motorbikes", "detections", "crop_box", "detect_look"),
-        "embed": ("embedding", "embed_error")}
+        "embed": ("embedding", "embed_error"),
+        "run": ("keep", "reject_reason", "detections", "embedding", "dup_group")}
 
 
 def _env(root: Path) -> dict:
@@ -41,7 +44,8 @@ def _env(root: Path) -> dict:
 
 def curate(root: Path, *args: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", CLI, str(root), *args, "--no-progress"], check=True, cwd=root,
+    quiet = [] if args[0] == "run" else ["--no-progress"]      # `curate run` has no bars off a terminal
+    subprocess.run([sys.executable, "-c", CLI, str(root), *args, *quiet], check=True, cwd=root,
                    env=_env(root), capture_output=True)
     return time.perf_counter() - t0
 
@@ -74,7 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--stage", choices=("detect", "embed"), default="detect")
+    ap.add_argument("--stage", choices=tuple(SAME), default="detect")
     args = ap.parse_args(argv)
     if not args.folder.is_dir() or not args.detector.is_file():
         raise SystemExit(f"needs {args.folder} and {args.detector} (../shared)")
@@ -98,9 +102,12 @@ def main(argv=None) -> int:
                 for which, root in (("rev", rev), ("tree", REPO)):
                     work = tmp / f"work-{which}"
                     shutil.rmtree(work, ignore_errors=True)
-                    shutil.copytree(base, work)
-                    best[which] = min(best[which], curate(root, command[0], "--manifest", str(work / "manifest.parquet"),
-                                                          *command[1:]))
+                    if args.stage == "run":
+                        secs = curate(root, "run", str(args.folder), "-o", str(work), *weights)
+                    else:
+                        shutil.copytree(base, work)
+                        secs = curate(root, command[0], "--manifest", str(work / "manifest.parquet"), *command[1:])
+                    best[which] = min(best[which], secs)
             diff = compare(tmp / "work-rev", tmp / "work-tree", args.stage)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(rev)], capture_output=True)
@@ -108,7 +115,8 @@ def main(argv=None) -> int:
           f"whole `curate {args.stage}` processes")
     print(f"  at {args.rev:10s} {n / best['rev']:6.2f} img/s  ({best['rev']:6.1f} s)")
     print(f"  this tree  {n / best['tree']:6.2f} img/s  ({best['tree']:6.1f} s)  x{best['rev'] / best['tree']:.2f}")
-    what = "detections, statuses, crop boxes and crop pixels" if args.stage == "detect" else "embeddings"
+    what = {"detect": "detections, statuses, crop boxes and crop pixels", "embed": "embeddings",
+            "run": "verdicts, reasons, detections, embeddings and duplicate groups"}[args.stage]
     print(f"  {what}: " + ("the same" if not diff else "DIFFER: " + ", ".join(diff)))
     return 0 if not diff else 1
 
