@@ -112,7 +112,9 @@ register(Check(
 register(Check(
     "grey", "greyscale", "99th percentile of the chroma (max-min of R,G,B, 0..1) of the crop: 0 for greyscale "
     "content even when stored as RGB; colour photos have at least a few coloured pixels",
-    _ramp, {"lo": 0.06, "hi": 0.01}))                   # flag below 0.035
+    _ramp, {"lo": 0.03, "hi": 0.0}))                    # flag below 0.015: a greyscale photo's chroma is
+                                                        # JPEG noise; a black bike on white has a little
+                                                        # real colour (0.016-0.033 on the web labels)
 register(Check(
     "crowded", "crowded (other objects overlap the bike)", "number of other detected objects (any class) overlapping the crop (null without "
     "detections)",
