@@ -140,8 +140,8 @@ register(Check(
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=ODD_CLOSEUP_THRESHOLD,
     from_row=lambda row: odd_closeup(row)))
 register(Check(
-    "several", "several motorbikes", "area of the largest other motorbike box (not mostly inside the "
-    "main one) / the main box's area (0 alone, null without detections): several bikes of similar "
+    "several", "several motorbikes", "area of the largest other motorbike box (neither mostly inside the "
+    "main one nor holding most of it) / the main box's area (0 alone, null without detections): several bikes of similar "
     "size, no single subject",
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=SEVERAL_THRESHOLD,
     from_row=lambda row: second_bike(row)))
@@ -216,7 +216,9 @@ def odd_closeup(row) -> float | None:
 
 
 def second_bike(row, inside: float = 0.8) -> float | None:
-    """Largest other motorbike box / the main box (boxes mostly inside the main one are its parts)."""
+    """Largest other motorbike box / the main box. Boxes mostly inside the main one are its parts, and
+    boxes the main one is mostly inside are the same bike seen more loosely (with its rider or
+    shadow): on the labels those were single bikes at ratios of 1.2-1.8."""
     from .detector import MOTORBIKE_LABELS
     from .row_jobs import _list
 
@@ -235,7 +237,7 @@ def second_bike(row, inside: float = 0.8) -> float | None:
         area = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
         iw = max(0.0, min(b[2], px1) - max(b[0], px0))
         ih = max(0.0, min(b[3], py1) - max(b[1], py0))
-        if area <= 0 or iw * ih >= inside * area:
+        if area <= 0 or iw * ih >= inside * min(area, parea):
             continue
         best = max(best, area / parea)
     return best
