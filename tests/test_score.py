@@ -287,3 +287,21 @@ def test_odd_closeup_needs_a_frame_filling_box_and_an_unusual_picture():
     assert checks.odd_closeup({**base, "primary_box": None, "outlier_rank": 0.9}) is None
     c = checks.CHECKS["odd_closeup"]
     assert c.score(0.9) >= c.threshold > c.score(0.5)
+
+
+def test_several_counts_other_bikes_not_looser_boxes_of_the_same_one():
+    def det(x0, y0, x1, y1, label="motorcycle"):
+        return {"label": label, "conf": 0.8, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+    main = det(100, 100, 300, 250)
+    row = {"primary_box": [100, 100, 300, 250], "detections": [main]}
+    assert checks.second_bike(row) == 0.0
+    loose = det(80, 60, 330, 280)                              # holds the main box: the bike with its rider
+    part = det(150, 150, 220, 200)                             # inside the main box: a wheel
+    other = det(400, 110, 560, 230)                            # beside it: another bike, 0.64 of its area
+    car = det(0, 0, 600, 400, label="car")
+    row["detections"] = [main, loose, part, car]
+    assert checks.second_bike(row) == 0.0
+    row["detections"] = [main, loose, part, other]
+    assert checks.second_bike(row) == pytest.approx(160 * 120 / (200 * 150))
+    assert checks.second_bike({"primary_box": None, "detections": []}) is None
