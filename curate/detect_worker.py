@@ -33,12 +33,11 @@ def _detectors_for(spec: DetectSpec) -> list:
     CPUs take."""
     from .detector import load_detector
     from .detector_copies import detector_copies
-    from .ray_engine import CPUS_PER_ACTOR
 
     k = (spec.weights, spec.device, spec.opts.imgsz, spec.opts.copies)
     if k not in _detectors:
         det = load_detector(spec.weights, spec.device, imgsz=spec.opts.imgsz)
-        _detectors[k] = detector_copies(det, spec.opts.copies, cpus=min(CPUS_PER_ACTOR, os.cpu_count() or 1))
+        _detectors[k] = detector_copies(det, spec.opts.copies)     # the actor's CPUs (cpus_here)
     return _detectors[k]
 
 

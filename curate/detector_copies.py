@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,28 @@ MAX_COPIES = 8
 COPIED_FORMATS = frozenset({"litert", "tflite"})   # ultralytics 8.4 says litert
 
 
+def cpus_here() -> int:
+    """The CPUs this process may use for a model: a Ray actor's share of its node when it runs in one
+    (the node has more), else the CPUs this process may run on."""
+    ray = sys.modules.get("ray")          # never imported here: only a process Ray started has it
+    if ray is not None:
+        try:
+            if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+                share = ray.get_runtime_context().get_assigned_resources().get("CPU")
+                if share:
+                    return max(1, int(share))
+        except Exception:  # noqa: BLE001 - any Ray internals that differ: fall back to the machine
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def copies_wanted(det, copies: int | None = None, cpus: int | None = None) -> tuple[int, int]:
-    """(copies, interpreter threads per copy) for `det` on `cpus` cores (default: this machine's);
+    """(copies, interpreter threads per copy) for `det` on `cpus` cores (default: `cpus_here()`);
     `copies` asks for that many (a model of another format, or on a GPU, gets one)."""
-    cpus = max(1, cpus or os.cpu_count() or 1)
+    cpus = max(1, cpus or cpus_here())
     if det.format not in COPIED_FORMATS or det.device != "cpu":
         if copies and copies > 1:
             log.warning("--copies %d ignored: %s (%s on %s) runs as one model", copies, det.name,

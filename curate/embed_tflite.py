@@ -11,7 +11,6 @@ side by side, as `curate.detector_copies` does for detection.
 """
 from __future__ import annotations
 
-import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,7 +86,9 @@ class TFLiteCopies:
         raw = Path(path).read_bytes()
         index = sppf_output(Interpreter(model_content=raw).get_tensor_details())
         model = with_output(raw, index)
-        cpus = max(1, cpus or os.cpu_count() or 1)
+        from .detector_copies import cpus_here
+
+        cpus = max(1, cpus or cpus_here())
         n = min(cpus, MAX_COPIES)
         self.free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(n):

@@ -155,3 +155,27 @@ def test_a_killed_detect_actor_loses_nothing(tmp_path, shared_data, tflite_weigh
                           work.parent / "cache" / "detect", "detect")
     _same(ref, work)
     assert read_manifest(work).stage_params("detect")["engine"] == "ray"
+
+
+@pytest.mark.slow
+def test_model_copies_take_a_ray_actors_share_of_the_cpus(ray_installed):
+    """In an actor of one CPU a TFLite model gets one copy, whatever the node has (no oversubscription
+    when several actors share a node); in this process, the CPUs it may run on."""
+    import ray
+
+    from curate.detector_copies import cpus_here
+
+    assert cpus_here() == len(os.sched_getaffinity(0))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    try:
+        @ray.remote(num_cpus=1)
+        class Probe:
+            def cpus(self):
+                from curate.detector_copies import cpus_here
+
+                return cpus_here()
+
+        assert ray.get(Probe.remote().cpus.remote()) == 1
+    finally:
+        ray.shutdown()
