@@ -27,7 +27,7 @@ CANNY = (30, 90)
 # showroom photos: at no threshold were 30% of its rejects photos a person rejects. It is measured
 # and shown, and flags only the extreme (score 1); `curate calibrate` moves it to a reviewer's taste.
 BUSY_THRESHOLD = 1.0
-CUT_OFF_THRESHOLD = 0.9  # border line under the box almost all bike: cut through, not touching
+CUT_OFF_THRESHOLD = 0.85  # border line under the box almost all bike: cut through, not touching
 CLOSEUP_THRESHOLD = 0.92
 # A part shot fills the frame into a corner as a tight catalogue shot does; what tells them apart is
 # that it does not look like the folder's whole bikes (docs/agreement.md): a box filling at least
