@@ -33,6 +33,7 @@ class RunOptions:
     engine: str | None = None         # local or ray (None: the caller's `curate.engine.using`, else local)
     address: str | None = None        # engine ray: the cluster to join
     per_image: str = "primary"
+    far_look: float = 0.0              # detect's third, far look (0: off; see `curate detect --far-look`)
     report: bool = True
     follow_links: bool | None = None   # follow symlinks out of the folder (None: as the last scan, else no)
     embed: str = "auto"                # auto: the detector's own backbone where it has one; stats: weightless
@@ -131,7 +132,7 @@ def _run_locked(folder: Path | str, workdir: Path, opts: RunOptions, progress: b
     repair_manifest(manifest, workers=opts.workers, progress=progress)
     log.info("detect")
     detect_manifest(manifest, DetectOptions(weights=opts.weights, device=opts.device,
-                                            per_image=opts.per_image), progress=progress)
+                                            per_image=opts.per_image, far_look=opts.far_look), progress=progress)
     log.info("embed")        # before score: the outlier checks read the embeddings' outlier rank
     embed_manifest(manifest, embed_options(opts, weights), progress=progress)
     # score before dedupe: the keeper of each duplicate group is chosen by the sharpness and

@@ -19,6 +19,9 @@ D = RunOptions()
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Processes (default: all cores).")
 @click.option("--per-image", type=click.Choice(["primary", "all"]), default=D.per_image, show_default=True,
               help="One sample per photo (its main motorbike) or one per motorbike.")
+@click.option("--far-look", "far_look", type=click.FloatRange(0, 4), default=D.far_look, show_default=True,
+              help="Detect: where no motorbike is found, a third look with the photo framed this far out "
+                   "(1.0 finds most missed 100 px thumbnails; 0: off).")
 @click.option("--follow-links/--no-follow-links", default=None,
               help="Follow symlinks that lead outside FOLDER (default: no; they get a row with status outside_folder).")
 @click.option("--embed", type=click.Choice(["auto", "stats"]), default=D.embed, show_default=True,
@@ -26,7 +29,7 @@ D = RunOptions()
                    ".tflite), else the weightless statistics; stats = always the statistics.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @engine_options
-def run(folder, workdir, weights, device, workers, per_image, follow_links, embed, no_report):
+def run(folder, workdir, weights, device, workers, per_image, far_look, follow_links, embed, no_report):
     """Scan, repair, detect, score, dedupe, embed, filter and cluster FOLDER, resuming what is done.
 
     Review is a separate, optional step afterwards: `curate review`, then `curate filter` again.
@@ -41,7 +44,7 @@ def run(folder, workdir, weights, device, workers, per_image, follow_links, embe
     """
     from .pipeline import run_pipeline
 
-    opts = RunOptions(weights=weights, device=device, workers=workers, per_image=per_image,
+    opts = RunOptions(weights=weights, device=device, workers=workers, per_image=per_image, far_look=far_look,
                       report=not no_report, follow_links=follow_links, embed=embed)
     res = run_pipeline(folder, workdir, opts)
     width = max(len(k) for k, _ in res.summary_rows())

@@ -308,3 +308,20 @@ def test_far_look_finds_the_thumbnails_both_nearer_looks_miss(shared_data, tflit
         assert (x1 - x0) * (y1 - y0) > 0.3 * row["width"] * row["height"]    # the bike fills the thumbnail
     _check_crops(far, tmp_path / "far1.0" / "manifest.parquet")
     assert far.stage_params("detect")["far_look"] == 1.0
+
+
+@pytest.mark.slow
+def test_curate_run_takes_the_far_look(shared_data, tflite_weights, tmp_path, curate_cli):
+    photos = tmp_path / "thumbs"
+    photos.mkdir()
+    for name in ("Bike (46).jpeg", "Bike (495).jpeg"):
+        src = shared_data / "web" / "bikes" / name
+        if not src.is_file():
+            pytest.skip("the web thumbnails are not in this copy of the shared data")
+        shutil.copy(src, photos / name)
+    code, out, err = curate_cli(["run", str(photos), "-o", str(tmp_path / "w"), "--weights", str(tflite_weights),
+                                 "--far-look", "1.0", "--no-report"])
+    assert code == 0, err
+    m = read_manifest(tmp_path / "w" / "manifest.parquet")
+    assert (m.df["detect_look"] == "far").any()
+    assert m.stage_params("detect")["far_look"] == 1.0
