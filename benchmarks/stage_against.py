@@ -1,6 +1,6 @@
 """`curate detect` (or `embed`) of this working tree against the same command at an earlier git revision.
 
-    .venv/bin/python benchmarks/detect_against.py [--rev 765d5e5] [--stage detect|embed|run]
+    .venv/bin/python benchmarks/stage_against.py [--rev 765d5e5] [--stage detect|embed|run]
         [--folder ../shared/data/web] [--detector ../shared/assets/yolov8n_int8.tflite] [--reps 2]
 
 The folder is scanned and repaired once (and, for `--stage embed`, detected); then, in
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not args.folder.is_dir() or not args.detector.is_file():
         raise SystemExit(f"needs {args.folder} and {args.detector} (../shared)")
-    with tempfile.TemporaryDirectory(prefix="bench-detect-against-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-stage-against-") as tmp:
         tmp = Path(tmp)
         base, rev = tmp / "base", tmp / "rev"
         curate(REPO, "scan", str(args.folder), "-o", str(base / "manifest.parquet"))
