@@ -93,6 +93,15 @@ class DetectOptions:
         if self.checkpoint_every < 1:
             raise UserError(f"checkpoint_every {self.checkpoint_every}: expected >= 1")
 
+    @property
+    def decode_workers(self) -> int:
+        return self.workers or min(4, os.cpu_count() or 1)
+
+    def stream_kwargs(self) -> dict:
+        """The options of `detect_batches` / `stream_detections` (besides the detector and the jobs)."""
+        return {"imgsz": self.imgsz, "conf": self.conf, "batch": self.batch, "workers": self.decode_workers,
+                "second_look": self.second_look, "far_look": self.far_look}
+
     def result_params(self) -> dict:
         """The options that change what is recorded (part of the resume key)."""
         out = {"imgsz": self.imgsz, "conf": self.conf, "margin": self.margin,
@@ -209,7 +218,7 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
         log.info("resuming: %d file(s) already detected with the same weights and options, %d from "
                  "the interrupted run's journal", n_skipped, n_todo - len(todo))
     rows = m.df
-    workers = opts.workers or min(4, os.cpu_count() or 1)
+    workers = opts.decode_workers
     on_ray = engine.current().name == "ray"
     bar = tqdm(total=len(todo), desc="detect", unit="img", disable=not progress or on_ray)  # ray: its own bar
 
@@ -231,9 +240,7 @@ def detect_manifest(manifest_path: Path, opts: DetectOptions = DetectOptions(), 
         chunks, keep = _on_ray(todo, rows, opts, key, manifest_path, workers, progress), keep_records
     else:
         copies = detector_copies(det, opts.copies) if todo else [det]
-        chunks = detect_batches(det, todo, imgsz=opts.imgsz, conf=opts.conf, batch=opts.batch,
-                                workers=workers, second_look=opts.second_look, far_look=opts.far_look,
-                                copies=copies)
+        chunks = detect_batches(det, todo, copies=copies, **opts.stream_kwargs())
         keep = keep_detected
     try:
         # the manifest is rewritten every checkpoint_every images, on an interrupt and at the end

@@ -3,11 +3,12 @@ same-shaped inputs, and give each photo a second, zoomed-out look when nothing w
 from __future__ import annotations
 
 import logging
-import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from .detector_copies import Lender
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,7 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
     """
     copies = list(copies or [det])
     failures: deque[Detected] = deque()
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    for c in copies:
-        free.put(c)
+    lender = Lender(copies)
 
     def decoded():
         for job, (bgr, inp, key, err) in _prefetch(pool, lambda j: _decode(j, det, imgsz), jobs,
@@ -125,11 +124,8 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
             yield job, bgr, inp, key
 
     def detect(group: list) -> list[Detected]:
-        d = free.get()
-        try:
+        with lender.lend() as d:
             return list(_detect_group(d, group, imgsz, conf, second_look, far_look))
-        finally:
-            free.put(d)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool, \
             ThreadPoolExecutor(max_workers=len(copies), thread_name_prefix="detect") as runners:
@@ -160,7 +156,7 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
         looks = ["first"] * len(group)
         if second_look:
             _look_again(det, group, all_dets, looks, imgsz, conf, second_look)
-        if far_look:
+        if far_look:   # none yet: much further out, at the run's own confidence (finds 100 px thumbnails)
             _look_again(det, group, all_dets, looks, imgsz, conf, far_look, low=conf, name="far")
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         if len(group) == 1:
@@ -179,9 +175,6 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
 # labelled scrape it found 93 of the whole bikes the first look missed at 0.15 against 81 at 0.25,
 # and no motorbike in any of 200 car photos either way (docs/agreement.md).
 SECOND_LOOK_CONF = 0.15
-# `--far-look` (off by default): where that look finds none either, a third one much further out (at
-# 1.0 the photo is a third of the frame), at the run's own confidence: small thumbnails (100 px) blown
-# up to the detector's input are missed at both nearer looks and found from there (docs/agreement.md).
 
 
 def pad_for_second_look(bgr, share: float):

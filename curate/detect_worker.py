@@ -8,7 +8,6 @@ loaded once per worker process and kept there.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +48,7 @@ def detect_chunk(items: list[tuple[Job, str]], spec: DetectSpec) -> list[dict]:
     det = copies[0]
     run = DetectResults(None, Path(spec.manifest_path), det, spec.opts, spec.key)
     paths = {job.sample_id: path for job, path in items}
-    o = spec.opts
-    for d in stream_detections(det, [job for job, _ in items], imgsz=o.imgsz, conf=o.conf, batch=o.batch,
-                               workers=o.workers or min(4, os.cpu_count() or 1), second_look=o.second_look,
-                               far_look=o.far_look, copies=copies):
+    for d in stream_detections(det, [job for job, _ in items], copies=copies, **spec.opts.stream_kwargs()):
         if d.status is None:
             run.record(d.job, d.bgr, d.dets, {"path": paths[d.job.sample_id]}, d.look)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import sys
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,30 @@ def copies_wanted(det, copies: int | None = None, cpus: int | None = None) -> tu
             log.warning("--copies %d ignored: %s (%s on %s) runs as one model", copies, det.name,
                         det.format, det.device)
         return 1, 0
+    return share_cpus(cpus, copies)
+
+
+def share_cpus(cpus: int, copies: int | None = None) -> tuple[int, int]:
+    """(copies, threads each): one copy per core up to MAX_COPIES (or `copies`), the cores shared out."""
     n = copies or min(cpus, MAX_COPIES)
     return n, max(1, cpus // n)
+
+
+class Lender:
+    """Objects that must not be used by two threads at once (loaded models), lent one at a time."""
+
+    def __init__(self, items):
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for item in items:
+            self._free.put(item)
+
+    @contextlib.contextmanager
+    def lend(self):
+        item = self._free.get()
+        try:
+            yield item
+        finally:
+            self._free.put(item)
 
 
 @contextlib.contextmanager

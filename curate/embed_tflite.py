@@ -11,7 +11,6 @@ side by side, as `curate.detector_copies` does for detection.
 """
 from __future__ import annotations
 
-import queue
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import numpy as np
 
 from common.errors import UserError
 
-MAX_COPIES = 8
+from .detector_copies import Lender, cpus_here, share_cpus
+from .embeddings import _unit, letterbox
 
 
 def sppf_output(details: list[dict]) -> int:
@@ -64,8 +64,6 @@ class TFLiteFeatures:
         self.out = index
 
     def __call__(self, img) -> np.ndarray:
-        from .embeddings import _unit, letterbox
-
         _, h, w, _ = (int(x) for x in self.inp["shape"])
         x = letterbox(img, w, h)[None]
         scale, zero = self.inp["quantization"]
@@ -86,21 +84,13 @@ class TFLiteCopies:
         raw = Path(path).read_bytes()
         index = sppf_output(Interpreter(model_content=raw).get_tensor_details())
         model = with_output(raw, index)
-        from .detector_copies import cpus_here
-
-        cpus = max(1, cpus or cpus_here())
-        n = min(cpus, MAX_COPIES)
-        self.free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(n):
-            self.free.put(TFLiteFeatures(model, index, threads=max(1, cpus // n)))
+        n, threads = share_cpus(max(1, cpus or cpus_here()))
+        self.lender = Lender(TFLiteFeatures(model, index, threads=threads) for _ in range(n))
         self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="embed")
 
     def _one(self, img) -> np.ndarray:
-        f = self.free.get()
-        try:
-            return f(img)
-        finally:
-            self.free.put(f)
+        with self.lender.lend() as features:
+            return features(img)
 
     def __call__(self, images: list) -> list[np.ndarray]:
         return list(self.pool.map(self._one, images))
