@@ -36,7 +36,7 @@ from . import engine
 from .detector import DEFAULT_WEIGHTS
 from .detector_copies import detector_copies
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
-from .detect_stream import SECOND_LOOK_CONF, Job, detect_batches
+from .detect_stream import FAR_LOOK_SIDE, SECOND_LOOK_CONF, Job, detect_batches
 from .row_stage import Journal, run_chunks
 from .work_lock import locks_manifest
 
@@ -64,10 +64,10 @@ class DetectOptions:
     second_look: float = 0.25        # no motorbike found: pad each side by this share of the longer
                                      # side and detect again (a bike filling the frame is found
                                      # zoomed out; docs/agreement.md); 0 turns it off
-    far_look: float = 0.0            # still none: once more with this share per side (1.0:
-                                     # the photo a third of the frame) at --conf; 0 (off) by default:
-                                     # on the web labels keep recall +1.9, reject recall -1.3 and
-                                     # detect ~16% slower (docs/agreement.md)
+    far_look: float = 1.0            # still none, in a thumbnail: once more with this share per side
+                                     # (1.0: the photo a third of the frame) at --conf; 0 turns it off
+    far_look_side: int = FAR_LOOK_SIDE  # the far look is for images whose longer side is at most this
+                                     # (px; 0: any size): docs/agreement.md
 
     def validate(self) -> None:
         if not 32 <= self.imgsz <= 8192:
@@ -90,6 +90,8 @@ class DetectOptions:
             raise UserError(f"--second-look {self.second_look}: expected 0..2 (0 turns it off)")
         if not 0.0 <= self.far_look <= 4.0:
             raise UserError(f"--far-look {self.far_look}: expected 0..4 (0 turns it off)")
+        if self.far_look_side < 0:
+            raise UserError(f"--far-look-side {self.far_look_side}: expected >= 0 (0: any size)")
         if self.checkpoint_every < 1:
             raise UserError(f"checkpoint_every {self.checkpoint_every}: expected >= 1")
 
@@ -100,7 +102,8 @@ class DetectOptions:
     def stream_kwargs(self) -> dict:
         """The options of `detect_batches` / `stream_detections` (besides the detector and the jobs)."""
         return {"imgsz": self.imgsz, "conf": self.conf, "batch": self.batch, "workers": self.decode_workers,
-                "second_look": self.second_look, "far_look": self.far_look}
+                "second_look": self.second_look, "far_look": self.far_look,
+                "far_look_side": self.far_look_side}
 
     def result_params(self) -> dict:
         """The options that change what is recorded (part of the resume key)."""
@@ -111,6 +114,7 @@ class DetectOptions:
             out["second_look_conf"] = min(self.conf, SECOND_LOOK_CONF)
         if self.far_look:
             out["far_look"] = self.far_look
+            out["far_look_side"] = self.far_look_side
         return out
 
 

@@ -43,8 +43,12 @@ Examples:
               show_default=True, help="Where no motorbike is found, detect again with the photo in a grey "
                                       "frame of this share of its longer side per side (0: off).")
 @click.option("--far-look", "far_look", type=click.FloatRange(0, 4), default=D.far_look, show_default=True,
-              help="Where the second look finds none either, once more in a frame of this share per side, "
-                   "at --conf (0: off; 1.0 finds most missed 100 px thumbnails).")
+              help="Where the second look finds none either in a thumbnail (see --far-look-side), once more "
+                   "in a frame of this share per side, at --conf (0: off; 1.0 finds most missed 100 px "
+                   "thumbnails).")
+@click.option("--far-look-side", "far_look_side", type=click.IntRange(0, None), default=D.far_look_side,
+              show_default=True, help="The far look only for photos whose longer side is at most this many "
+                                      "pixels (0: any size).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decoding threads.")
 @click.option("--copies", type=click.IntRange(1, 64), default=None,
               help="Copies of a TFLite model detecting side by side on the CPU (default: one per core, "
@@ -52,7 +56,7 @@ Examples:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @engine_options
 def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margin, per_image, min_size,
-           second_look, far_look, workers, copies, no_progress):
+           second_look, far_look, far_look_side, workers, copies, no_progress):
     """Find the motorbikes in every photo (YOLO), record them and crop the primary one.
 
     Give either a FOLDER of photos or --manifest of an earlier stage. A FOLDER is scanned
@@ -69,7 +73,8 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
         raise click.UsageError("give exactly one of FOLDER or --manifest")
     opts = DetectOptions(weights=weights, device=device, imgsz=imgsz, conf=conf, batch=batch,
                          margin=margin, per_image=per_image, min_size=min_size, workers=workers,
-                         second_look=second_look, far_look=far_look, copies=copies)
+                         second_look=second_look, far_look=far_look, far_look_side=far_look_side,
+                         copies=copies)
     opts.validate()
     progress = not no_progress
     if folder is not None:

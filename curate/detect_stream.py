@@ -102,7 +102,8 @@ def stream_detections(det, jobs, **kw):
 
 
 def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
-                   second_look: float = 0.0, far_look: float = 0.0, copies: list | None = None):
+                   second_look: float = 0.0, far_look: float = 0.0, far_look_side: int = 0,
+                   copies: list | None = None):
     """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
 
     Rectangular-input models get batches of images with the same letterboxed
@@ -112,6 +113,7 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
     `Detected` per batch, in order, and failures as soon as they are known.
     """
     copies = list(copies or [det])
+    looks = Looks(second_look, far_look, far_look_side)
     failures: deque[Detected] = deque()
     lender = Lender(copies)
 
@@ -125,7 +127,7 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
 
     def detect(group: list) -> list[Detected]:
         with lender.lend() as d:
-            return list(_detect_group(d, group, imgsz, conf, second_look, far_look))
+            return list(_detect_group(d, group, imgsz, conf, looks))
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool, \
             ThreadPoolExecutor(max_workers=len(copies), thread_name_prefix="detect") as runners:
@@ -148,16 +150,26 @@ def _drain(q: deque) -> list:
     return out
 
 
-def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float = 0.0, far_look: float = 0.0):
+@dataclass(frozen=True)
+class Looks:
+    """The looks after the first, where no motorbike is found yet (0: that look is off)."""
+
+    second: float = 0.0     # the padded look's frame, share of the longer side per side
+    far: float = 0.0        # the far look's frame
+    far_side: int = 0       # the far look only for images whose longer side is at most this (0: any)
+
+
+def _detect_group(det, group: list, imgsz: int, conf: float, more: Looks = Looks()):
     """One predict call for the group; if it fails, image by image so one bad image is isolated."""
     try:
         all_dets = det.predict([t[2] for t in group], imgsz=imgsz, conf=conf,
                                orig_shapes=[t[1].shape[:2] for t in group])
         looks = ["first"] * len(group)
-        if second_look:
-            _look_again(det, group, all_dets, looks, imgsz, conf, second_look)
-        if far_look:   # none yet: much further out, at the run's own confidence (finds 100 px thumbnails)
-            _look_again(det, group, all_dets, looks, imgsz, conf, far_look, low=conf, name="far")
+        if more.second:
+            _look_again(det, group, all_dets, looks, imgsz, conf, more.second)
+        if more.far:   # none yet in a thumbnail: much further out, at the run's own confidence
+            _look_again(det, group, all_dets, looks, imgsz, conf, more.far, low=conf, name="far",
+                        max_side=more.far_side)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         if len(group) == 1:
             yield Detected(group[0][0], bgr=group[0][1], status="error",
@@ -165,7 +177,7 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
             return
         log.warning("batch of %d failed (%s); retrying image by image", len(group), exc)
         for item in group:
-            yield from _detect_group(det, [item], imgsz, conf, second_look, far_look)
+            yield from _detect_group(det, [item], imgsz, conf, more)
         return
     for (job, bgr, _, _), dets, look in zip(group, all_dets, looks):
         yield Detected(job, bgr=bgr, dets=dets, look=look)
@@ -175,6 +187,11 @@ def _detect_group(det, group: list, imgsz: int, conf: float, second_look: float 
 # labelled scrape it found 93 of the whole bikes the first look missed at 0.15 against 81 at 0.25,
 # and no motorbike in any of 200 car photos either way (docs/agreement.md).
 SECOND_LOOK_CONF = 0.15
+# The far look is for thumbnails. A bike filling a 100 px photo, upscaled ~6x to the model's input, is
+# too big and too soft for it; a third of the frame, it is found. On the web labels the far look found
+# 12 whole bikes the person keeps and 1 cut-off bike in photos of at most 180 px, but mostly part
+# close-ups, cut-off bikes and a car in larger ones (docs/agreement.md, item 11).
+FAR_LOOK_SIDE = 200
 
 
 def pad_for_second_look(bgr, share: float):
@@ -198,7 +215,7 @@ def unpad(dets: list[dict], pad: int, width: int, height: int) -> list[dict]:
 
 
 def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf: float, share: float, *,
-                low: float | None = None, name: str = "padded"):
+                low: float | None = None, name: str = "padded", max_side: int = 0):
     """Images where no look so far found a motorbike, detected again zoomed out (padded).
 
     A motorbike that fills the frame (a tight catalogue shot, a bike touching the
@@ -206,10 +223,12 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
     around them; the same image in a grey frame is found. Where this look finds
     a motorbike its detections replace the earlier ones (same objects, better seen),
     and `looks[i]` says `name`. A motorbike counts from confidence `low` (default:
-    the lower of `conf` and SECOND_LOOK_CONF).
+    the lower of `conf` and SECOND_LOOK_CONF). `max_side`: only images whose longer side is at most
+    this many pixels (0: any size).
     """
     labels = det.motorbike_labels
-    missed = [i for i, dets in enumerate(all_dets) if not any(d["label"] in labels for d in dets)]
+    missed = [i for i, dets in enumerate(all_dets) if not any(d["label"] in labels for d in dets)
+              and (not max_side or max(group[i][1].shape[:2]) <= max_side)]
     if not missed or not labels:  # a model with no motorbike class cannot find one zoomed out
         return
     padded, pads = [], []

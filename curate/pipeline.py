@@ -33,7 +33,7 @@ class RunOptions:
     engine: str | None = None         # local or ray (None: the caller's `curate.engine.using`, else local)
     address: str | None = None        # engine ray: the cluster to join
     per_image: str = "primary"
-    far_look: float = 0.0              # detect's third, far look (0: off; see `curate detect --far-look`)
+    far_look: float = 1.0              # detect's third look, at thumbnails (0: off; see `curate detect --far-look`)
     report: bool = True
     follow_links: bool | None = None   # follow symlinks out of the folder (None: as the last scan, else no)
     embed: str = "auto"                # auto: the detector's own backbone where it has one; stats: weightless

@@ -20,8 +20,8 @@ D = RunOptions()
 @click.option("--per-image", type=click.Choice(["primary", "all"]), default=D.per_image, show_default=True,
               help="One sample per photo (its main motorbike) or one per motorbike.")
 @click.option("--far-look", "far_look", type=click.FloatRange(0, 4), default=D.far_look, show_default=True,
-              help="Detect: where no motorbike is found, a third look with the photo framed this far out "
-                   "(1.0 finds most missed 100 px thumbnails; 0: off).")
+              help="Detect: where no motorbike is found in a thumbnail (<= 200 px), a third look with the "
+                   "photo framed this far out (1.0 finds most missed 100 px thumbnails; 0: off).")
 @click.option("--follow-links/--no-follow-links", default=None,
               help="Follow symlinks that lead outside FOLDER (default: no; they get a row with status outside_folder).")
 @click.option("--embed", type=click.Choice(["auto", "stats"]), default=D.embed, show_default=True,

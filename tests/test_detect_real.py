@@ -286,28 +286,33 @@ def test_copies_side_by_side_give_the_one_copy_manifest(shared_data, tflite_dete
 @pytest.mark.slow
 def test_far_look_finds_the_thumbnails_both_nearer_looks_miss(shared_data, tflite_detector, tmp_path):
     """100 px thumbnails of whole bikes (labelled keep) that the first and the padded look miss: the far
-    look finds them, says so in `detect_look`, and its box is in the photo's own pixels."""
+    look finds them, says so in `detect_look`, and its box is in the photo's own pixels. A 275 px
+    close-up of a part (labelled part_closeup), which it finds too when any size may take it, is left
+    alone by default: the far look is for thumbnails."""
     from curate.detect import detect_manifest
 
     web = shared_data / "web"
-    rels = ["bikes/Bike (46).jpeg", "bikes/Bike (495).jpeg", "bikes/Bike (779).jpeg"]
-    if not all((web / r).is_file() for r in rels):
+    thumbs = ["bikes/Bike (46).jpeg", "bikes/Bike (495).jpeg", "bikes/Bike (779).jpeg"]
+    part = "bikes/Bike (347).jpeg"
+    if not all((web / r).is_file() for r in [*thumbs, part]):
         pytest.skip("the web thumbnails are not in this copy of the shared data")
     frames = {}
-    for far in (0.0, 1.0):
-        mp = _manifest_for(web, rels, tmp_path / f"far{far}" / "manifest.parquet")
-        frames[far] = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25,
-                                                far_look=far), progress=False, detector=tflite_detector)
-    assert set(frames[0.0].df["detect_status"]) == {"no_motorbike"}
-    far = frames[1.0]
+    for name, kw in (("off", {"far_look": 0.0}), ("default", {}), ("any", {"far_look_side": 0})):
+        mp = _manifest_for(web, [*thumbs, part], tmp_path / name / "manifest.parquet")
+        frames[name] = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25, **kw),
+                                       progress=False, detector=tflite_detector)
+    assert set(frames["off"].df["detect_status"]) == {"no_motorbike"}
+    far = frames["default"]
     found = far.df[far.df["detect_status"] == "ok"]
-    assert len(found) >= 2 and set(found["detect_look"]) == {"far"}
+    assert len(found) >= 2 and set(found["detect_look"]) == {"far"} and set(found["path"]) <= set(thumbs)
     for _, row in found.iterrows():
         x0, y0, x1, y1 = (float(v) for v in row["primary_box"])
         assert 0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"]
         assert (x1 - x0) * (y1 - y0) > 0.3 * row["width"] * row["height"]    # the bike fills the thumbnail
-    _check_crops(far, tmp_path / "far1.0" / "manifest.parquet")
-    assert far.stage_params("detect")["far_look"] == 1.0
+    _check_crops(far, tmp_path / "default" / "manifest.parquet")
+    assert far.stage_params("detect")["far_look"] == 1.0 and far.stage_params("detect")["far_look_side"] == 200
+    anysize = frames["any"].df.set_index("path")
+    assert anysize.loc[part, "detect_look"] == "far" and anysize.loc[part, "detect_status"] == "ok"
 
 
 @pytest.mark.slow
@@ -319,9 +324,11 @@ def test_curate_run_takes_the_far_look(shared_data, tflite_weights, tmp_path, cu
         if not src.is_file():
             pytest.skip("the web thumbnails are not in this copy of the shared data")
         shutil.copy(src, photos / name)
-    code, out, err = curate_cli(["run", str(photos), "-o", str(tmp_path / "w"), "--weights", str(tflite_weights),
-                                 "--far-look", "1.0", "--no-report"])
-    assert code == 0, err
-    m = read_manifest(tmp_path / "w" / "manifest.parquet")
-    assert (m.df["detect_look"] == "far").any()
-    assert m.stage_params("detect")["far_look"] == 1.0
+    for far, looked in (([], True), (["--far-look", "0"], False)):     # on by default
+        out_dir = tmp_path / f"w{len(far)}"
+        code, out, err = curate_cli(["run", str(photos), "-o", str(out_dir), "--weights", str(tflite_weights),
+                                     *far, "--no-report"])
+        assert code == 0, err
+        m = read_manifest(out_dir / "manifest.parquet")
+        assert (m.df["detect_look"] == "far").any() == looked
+        assert m.stage_params("detect").get("far_look", 0.0) == (1.0 if looked else 0.0)
