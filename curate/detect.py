@@ -36,7 +36,7 @@ from . import engine
 from .detector import DEFAULT_WEIGHTS
 from .detector_copies import detector_copies
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
-from .detect_stream import FAR_LOOK_SIDE, SECOND_LOOK_CONF, Job, detect_batches
+from .detect_stream import FAR_LOOK_SIDE, SECOND_LOOK_BOX, SECOND_LOOK_CONF, Job, detect_batches
 from .row_stage import Journal, run_chunks
 from .work_lock import locks_manifest
 
@@ -64,6 +64,9 @@ class DetectOptions:
     second_look: float = 0.25        # no motorbike found: pad each side by this share of the longer
                                      # side and detect again (a bike filling the frame is found
                                      # zoomed out; docs/agreement.md); 0 turns it off
+    second_look_box: float = SECOND_LOOK_BOX  # the second look also where the largest motorbike box
+                                     # covers less than this share of the photo (a wheel of a bike
+                                     # filling the frame; 0: only where none is found)
     far_look: float = 1.0            # still none, in a thumbnail: once more with this share per side
                                      # (1.0: the photo a third of the frame) at --conf; 0 turns it off
     far_look_side: int = FAR_LOOK_SIDE  # the far look is for images whose longer side is at most this
@@ -88,6 +91,8 @@ class DetectOptions:
             raise UserError(f"--copies {self.copies}: expected 1..64")
         if not 0.0 <= self.second_look <= 2.0:
             raise UserError(f"--second-look {self.second_look}: expected 0..2 (0 turns it off)")
+        if not 0.0 <= self.second_look_box < 1.0:
+            raise UserError(f"--second-look-box {self.second_look_box}: expected 0..1 (0 turns it off)")
         if not 0.0 <= self.far_look <= 4.0:
             raise UserError(f"--far-look {self.far_look}: expected 0..4 (0 turns it off)")
         if self.far_look_side < 0:
@@ -102,8 +107,8 @@ class DetectOptions:
     def stream_kwargs(self) -> dict:
         """The options of `detect_batches` / `stream_detections` (besides the detector and the jobs)."""
         return {"imgsz": self.imgsz, "conf": self.conf, "batch": self.batch, "workers": self.decode_workers,
-                "second_look": self.second_look, "far_look": self.far_look,
-                "far_look_side": self.far_look_side}
+                "second_look": self.second_look, "second_look_box": self.second_look_box,
+                "far_look": self.far_look, "far_look_side": self.far_look_side}
 
     def result_params(self) -> dict:
         """The options that change what is recorded (part of the resume key)."""
@@ -112,6 +117,8 @@ class DetectOptions:
         if self.second_look:
             out["second_look"] = self.second_look
             out["second_look_conf"] = min(self.conf, SECOND_LOOK_CONF)
+            if self.second_look_box:
+                out["second_look_box"] = self.second_look_box
         if self.far_look:
             out["far_look"] = self.far_look
             out["far_look_side"] = self.far_look_side

@@ -42,6 +42,11 @@ Examples:
 @click.option("--second-look", "second_look", type=click.FloatRange(0, 2), default=D.second_look,
               show_default=True, help="Where no motorbike is found, detect again with the photo in a grey "
                                       "frame of this share of its longer side per side (0: off).")
+@click.option("--second-look-box", "second_look_box", type=click.FloatRange(0, 1, max_open=True),
+              default=D.second_look_box, show_default=True,
+              help="The second look also where the largest motorbike box covers less than this share of the "
+                   "photo (a wheel of a bike that fills the frame); it replaces the first only with a box "
+                   "4x as large (0: only where none is found).")
 @click.option("--far-look", "far_look", type=click.FloatRange(0, 4), default=D.far_look, show_default=True,
               help="Where the second look finds none either in a thumbnail (see --far-look-side), once more "
                    "in a frame of this share per side, at --conf (0: off; 1.0 finds most missed 100 px "
@@ -56,7 +61,7 @@ Examples:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @engine_options
 def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margin, per_image, min_size,
-           second_look, far_look, far_look_side, workers, copies, no_progress):
+           second_look, second_look_box, far_look, far_look_side, workers, copies, no_progress):
     """Find the motorbikes in every photo (YOLO), record them and crop the primary one.
 
     Give either a FOLDER of photos or --manifest of an earlier stage. A FOLDER is scanned
@@ -73,7 +78,8 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
         raise click.UsageError("give exactly one of FOLDER or --manifest")
     opts = DetectOptions(weights=weights, device=device, imgsz=imgsz, conf=conf, batch=batch,
                          margin=margin, per_image=per_image, min_size=min_size, workers=workers,
-                         second_look=second_look, far_look=far_look, far_look_side=far_look_side,
+                         second_look=second_look, second_look_box=second_look_box, far_look=far_look,
+                         far_look_side=far_look_side,
                          copies=copies)
     opts.validate()
     progress = not no_progress

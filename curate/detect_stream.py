@@ -102,8 +102,8 @@ def stream_detections(det, jobs, **kw):
 
 
 def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
-                   second_look: float = 0.0, far_look: float = 0.0, far_look_side: int = 0,
-                   copies: list | None = None):
+                   second_look: float = 0.0, second_look_box: float = 0.0, far_look: float = 0.0,
+                   far_look_side: int = 0, copies: list | None = None):
     """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
 
     Rectangular-input models get batches of images with the same letterboxed
@@ -113,7 +113,7 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
     `Detected` per batch, in order, and failures as soon as they are known.
     """
     copies = list(copies or [det])
-    looks = Looks(second_look, far_look, far_look_side)
+    looks = Looks(second_look, second_look_box, far_look, far_look_side)
     failures: deque[Detected] = deque()
     lender = Lender(copies)
 
@@ -155,6 +155,7 @@ class Looks:
     """The looks after the first, where no motorbike is found yet (0: that look is off)."""
 
     second: float = 0.0     # the padded look's frame, share of the longer side per side
+    second_box: float = 0.0  # the padded look also where the largest motorbike box covers less than this
     far: float = 0.0        # the far look's frame
     far_side: int = 0       # the far look only for images whose longer side is at most this (0: any)
 
@@ -166,7 +167,7 @@ def _detect_group(det, group: list, imgsz: int, conf: float, more: Looks = Looks
                                orig_shapes=[t[1].shape[:2] for t in group])
         looks = ["first"] * len(group)
         if more.second:
-            _look_again(det, group, all_dets, looks, imgsz, conf, more.second)
+            _look_again(det, group, all_dets, looks, imgsz, conf, more.second, small=more.second_box)
         if more.far:   # none yet in a thumbnail: much further out, at the run's own confidence
             _look_again(det, group, all_dets, looks, imgsz, conf, more.far, low=conf, name="far",
                         max_side=more.far_side)
@@ -192,6 +193,17 @@ SECOND_LOOK_CONF = 0.15
 # 12 whole bikes the person keeps and 1 cut-off bike in photos of at most 180 px, but mostly part
 # close-ups, cut-off bikes and a car in larger ones (docs/agreement.md, item 11).
 FAR_LOOK_SIDE = 200
+# A detector that misses a bike filling the frame sometimes boxes only a part of it (a wheel, the
+# front) or a small bike behind it. Where the largest motorbike box covers less than this share of
+# the photo, the padded look runs too, and its detections replace the first look's where its largest
+# motorbike box is at least SMALL_BOX_GROWTH times as large (docs/agreement.md, item 12).
+SECOND_LOOK_BOX = 0.12
+SMALL_BOX_GROWTH = 4.0
+
+
+def _largest_bike(dets: list[dict], labels) -> float:
+    """Area of the largest motorbike box in `dets` (0 without one)."""
+    return max(((d["x1"] - d["x0"]) * (d["y1"] - d["y0"]) for d in dets if d["label"] in labels), default=0.0)
 
 
 def pad_for_second_look(bgr, share: float):
@@ -215,7 +227,7 @@ def unpad(dets: list[dict], pad: int, width: int, height: int) -> list[dict]:
 
 
 def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf: float, share: float, *,
-                low: float | None = None, name: str = "padded", max_side: int = 0):
+                low: float | None = None, name: str = "padded", max_side: int = 0, small: float = 0.0):
     """Images where no look so far found a motorbike, detected again zoomed out (padded).
 
     A motorbike that fills the frame (a tight catalogue shot, a bike touching the
@@ -224,11 +236,19 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
     a motorbike its detections replace the earlier ones (same objects, better seen),
     and `looks[i]` says `name`. A motorbike counts from confidence `low` (default:
     the lower of `conf` and SECOND_LOOK_CONF). `max_side`: only images whose longer side is at most
-    this many pixels (0: any size).
+    this many pixels (0: any size). `small`: also images whose largest motorbike box covers less than
+    this share of the image; there the new detections replace the old only where their largest
+    motorbike box is SMALL_BOX_GROWTH times as large.
     """
     labels = det.motorbike_labels
-    missed = [i for i, dets in enumerate(all_dets) if not any(d["label"] in labels for d in dets)
-              and (not max_side or max(group[i][1].shape[:2]) <= max_side)]
+
+    def again(i: int) -> bool:
+        h, w = group[i][1].shape[:2]
+        if max_side and max(h, w) > max_side:
+            return False
+        return _largest_bike(all_dets[i], labels) < (small * w * h if small else 1e-9)
+
+    missed = [i for i in range(len(all_dets)) if again(i)]
     if not missed or not labels:  # a model with no motorbike class cannot find one zoomed out
         return
     padded, pads = [], []
@@ -250,5 +270,6 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
             h, w = group[i][1].shape[:2]
             # the lower confidence is for the motorbike only; other objects as on the first look
             dets = [d for d in unpad(dets, pads[k], w, h) if d["label"] in labels or d["conf"] >= conf]
-            if any(d["label"] in labels for d in dets):
+            found, before = _largest_bike(dets, labels), _largest_bike(all_dets[i], labels)
+            if found > 0 and (before == 0 or found >= SMALL_BOX_GROWTH * before):
                 all_dets[i], looks[i] = dets, name

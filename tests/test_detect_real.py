@@ -316,6 +316,31 @@ def test_far_look_finds_the_thumbnails_both_nearer_looks_miss(shared_data, tflit
 
 
 @pytest.mark.slow
+def test_second_look_replaces_a_wheel_with_the_whole_bike(shared_data, tflite_detector, tmp_path):
+    """Whole bikes filling the frame (labelled keep) where the first look boxes only a wheel or a small
+    bike beside them: the padded look runs for a box under --second-look-box of the photo and takes
+    over with a box at least 4x as large; with the option off the small box stays the primary."""
+    from curate.detect import detect_manifest
+
+    web = shared_data / "web"
+    rels = ["bikes/Bike (705).jpeg", "bikes/Bike (542).jpeg"]
+    if not all((web / r).is_file() for r in rels):
+        pytest.skip("the web photos are not in this copy of the shared data")
+    frames = {}
+    for box in (0.0, 0.12):
+        mp = _manifest_for(web, rels, tmp_path / f"box{box}" / "manifest.parquet")
+        frames[box] = detect_manifest(mp, _opts(weights=str(tflite_detector.path), imgsz=640, conf=0.25,
+                                                second_look_box=box), progress=False, detector=tflite_detector)
+    off, on = (frames[b].df.set_index("path") for b in (0.0, 0.12))
+    for rel in rels:
+        assert off.loc[rel, "detect_look"] == "first" and off.loc[rel, "box_area_frac"] < 0.12
+        assert on.loc[rel, "detect_look"] == "padded"
+        assert on.loc[rel, "box_area_frac"] >= 4 * off.loc[rel, "box_area_frac"]
+    _check_crops(frames[0.12], tmp_path / "box0.12" / "manifest.parquet")
+    assert frames[0.12].stage_params("detect")["second_look_box"] == 0.12
+
+
+@pytest.mark.slow
 def test_curate_run_takes_the_far_look(shared_data, tflite_weights, tmp_path, curate_cli):
     photos = tmp_path / "thumbs"
     photos.mkdir()
