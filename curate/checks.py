@@ -29,6 +29,11 @@ CANNY = (30, 90)
 BUSY_THRESHOLD = 1.0
 CUT_OFF_THRESHOLD = 0.85  # border line under the box almost all bike: cut through, not touching
 CLOSEUP_THRESHOLD = 0.92
+# ... and whose picture is not among the folder's most ordinary (outlier rank >= CLOSEUP_RANK, where the
+# embeddings exist): a whole bike framed tightly fills the frame too, but looks like the others. On the
+# web labels the 5 photos a person keeps among 35 frame-filling boxes ranked 0.04-0.38, the 30 rejects
+# 0.58-0.97 but one (docs/agreement.md, item 13).
+CLOSEUP_RANK = 0.5
 # A part shot fills the frame into a corner as a tight catalogue shot does; what tells them apart is
 # that it does not look like the folder's whole bikes (docs/agreement.md): a box filling at least
 # ODD_CLOSEUP_FILL of the frame into a corner, and an outlier rank of at least the threshold.
@@ -128,10 +133,11 @@ register(Check(
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=CUT_OFF_THRESHOLD))
 register(Check(
     "closeup", "close-up of a part", "share of the image the bike box covers when the box reaches a "
-    "corner (touches a left or right and a top or bottom border), else 0 (null without a box): a "
-    "tank, seat or headlight shot fills the frame into its corners",
+    "corner (touches a left or right and a top or bottom border) and its outlier rank (see `outlier`) is "
+    f"at least {CLOSEUP_RANK:g} or unknown, else 0 (null without a box): a tank, seat or headlight shot "
+    "fills the frame into its corners; a tightly framed whole bike does too, but looks like the folder's bikes",
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=CLOSEUP_THRESHOLD,
-    from_row=lambda row: corner_fill(row)))
+    from_row=lambda row: closeup(row)))
 register(Check(
     "odd_closeup", "close-up unlike the other bikes", "the outlier rank (see `outlier`) of a sample whose bike "
     f"box fills at least {ODD_CLOSEUP_FILL:g} of the frame into a corner, else 0 (null without a box or before "
@@ -201,11 +207,19 @@ def others_overlapping(row) -> float | None:
 
 
 def corner_fill(row) -> float | None:
+    """Share of the image the bike box covers when it reaches a corner, else 0 (None without a box)."""
     touch, frac = row_touch(row), row.get("box_area_frac")
     if touch is None or frac is None or (isinstance(frac, float) and math.isnan(frac)):
         return None
     left, top, right, bottom = touch
     return float(frac) if (left or right) and (top or bottom) else 0.0
+
+
+def closeup(row) -> float | None:
+    fill, rank = corner_fill(row), _present_float(row.get("outlier_rank"))
+    if fill is None:
+        return None
+    return fill if rank is None or rank >= CLOSEUP_RANK else 0.0
 
 
 def odd_closeup(row) -> float | None:

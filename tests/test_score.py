@@ -289,6 +289,19 @@ def test_odd_closeup_needs_a_frame_filling_box_and_an_unusual_picture():
     assert c.score(0.9) >= c.threshold > c.score(0.5)
 
 
+def test_closeup_spares_a_frame_filling_box_that_looks_like_the_folders_bikes():
+    """A box filling the frame into a corner is a close-up unless the picture is among the folder's most
+    ordinary (a tightly framed whole bike); without embeddings the fill alone decides."""
+    base = {"width": 400, "height": 300, "primary_box": [0.0, 0.0, 390.0, 295.0], "box_area_frac": 0.96}
+    c = checks.CHECKS["closeup"]
+    assert c.score(checks.closeup({**base, "outlier_rank": 0.9})) >= c.threshold
+    assert checks.closeup({**base, "outlier_rank": checks.CLOSEUP_RANK - 0.1}) == 0.0
+    assert checks.closeup({**base, "outlier_rank": None}) == pytest.approx(0.96)
+    assert checks.closeup({**base, "primary_box": [40.0, 30.0, 360.0, 270.0], "outlier_rank": 0.9}) == 0.0
+    assert checks.closeup({**base, "primary_box": None}) is None
+    assert checks.row_raw({**base, "outlier_rank": 0.1})["closeup"] == 0.0
+
+
 def test_several_counts_other_bikes_not_looser_boxes_of_the_same_one():
     def det(x0, y0, x1, y1, label="motorcycle"):
         return {"label": label, "conf": 0.8, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
