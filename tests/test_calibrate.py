@@ -54,6 +54,24 @@ def test_fit_leaves_thresholds_that_already_agree(tmp_path):
     assert fit(df, pd.Series(tags), DEFAULTS).thresholds == {}
 
 
+def test_fit_does_not_move_on_a_gain_chance_would_give(tmp_path):
+    """Below the default blur threshold the reviewer rejects about every other photo, at random: a
+    lower threshold would win a few more tagged rejects than it loses keeps, which is noise."""
+    n = 48
+    blur = np.linspace(0.0, 0.95, n).astype("float32")
+    path = make_manifest(tmp_path, n, detect_status=["ok"] * n, n_motorbikes=pd.array([1] * n, dtype="Int32"),
+                         blur_raw=blur * 100, blur_score=blur,
+                         blur_flag=pd.array(blur >= DEFAULTS["blur"], dtype="boolean"))
+    df = read_manifest(path).df
+    rng = np.random.default_rng(3)
+    coin = rng.random(n) < 0.55
+    tags = {sid: ("reject" if b >= 0.8 or (b >= 0.4 and c) else "keep")
+            for sid, b, c in zip(df["sample_id"], blur, coin)}
+    assert fit(df, pd.Series(tags), {"blur": 0.8}).thresholds == {}
+    sure = {sid: ("reject" if b >= 0.4 else "keep") for sid, b in zip(df["sample_id"], blur)}
+    assert 0.35 < fit(df, pd.Series(sure), {"blur": 0.8}).thresholds["blur"] <= 0.41
+
+
 def test_fit_refuses_too_few_tags_or_one_kind(tmp_path):
     df = read_manifest(scored(tmp_path)).df
     few = dict(list(reviewer_tags(df).items())[: MIN_TAGS - 1])
