@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/stage_against.py [--rev 765d5e5] [--stage detect|embed|run]
         [--folder ../shared/data/web] [--detector ../shared/assets/yolov8n_int8.tflite] [--reps 2]
+        [--tree-args "--far-look 0 --second-look-box 0"]
 
 The folder is scanned and repaired once (and, for `--stage embed`, detected); then, in
 interleaved rounds, the stage runs as a whole CLI process (imports and model loading included)
@@ -11,12 +12,14 @@ ratio, and the two manifests are compared: for detect every detection, status an
 the crops' pixels; for embed (`--backend tflite`) every vector; they must be equal (the agreement
 figures then cannot have moved). `--stage run` times the whole `curate run FOLDER -o WORK` (every
 stage, the report included) from an empty work folder instead, and compares the verdicts.
-Issue 15 asks detect for 2x.
+`--tree-args` adds options to the working tree's command only (to turn off what the old revision
+did not do, so both do the same work). Issue 15 asks detect for 2x.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,7 +65,8 @@ def compare(a: Path, b: Path, stage: str = "detect") -> list[str]:
     y = read_manifest(b / "manifest.parquet").df.set_index("sample_id").sort_index()
     if not x.index.equals(y.index):
         return ["other rows"]
-    out = [c for c in SAME[stage] if not x[c].astype(str).equals(y[c].astype(str))]
+    out = [f"{c} ({(x[c].astype(str) != y[c].astype(str)).sum()} rows)" for c in SAME[stage]
+           if not x[c].astype(str).equals(y[c].astype(str))]
     if stage != "detect":
         return out
     crops = [(p, q) for p, q in zip(x["crop_path"], y["crop_path"]) if isinstance(p, str) or isinstance(q, str)]
@@ -79,7 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--stage", choices=tuple(SAME), default="detect")
+    ap.add_argument("--tree-args", default="", help="more options for this tree's command only")
     args = ap.parse_args(argv)
+    extra = {"rev": [], "tree": shlex.split(args.tree_args)}
     if not args.folder.is_dir() or not args.detector.is_file():
         raise SystemExit(f"needs {args.folder} and {args.detector} (../shared)")
     with tempfile.TemporaryDirectory(prefix="bench-stage-against-") as tmp:
@@ -103,16 +109,17 @@ def main(argv=None) -> int:
                     work = tmp / f"work-{which}"
                     shutil.rmtree(work, ignore_errors=True)
                     if args.stage == "run":
-                        secs = curate(root, "run", str(args.folder), "-o", str(work), *weights)
+                        secs = curate(root, "run", str(args.folder), "-o", str(work), *weights, *extra[which])
                     else:
                         shutil.copytree(base, work)
-                        secs = curate(root, command[0], "--manifest", str(work / "manifest.parquet"), *command[1:])
+                        secs = curate(root, command[0], "--manifest", str(work / "manifest.parquet"), *command[1:],
+                                      *extra[which])
                     best[which] = min(best[which], secs)
             diff = compare(tmp / "work-rev", tmp / "work-tree", args.stage)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(rev)], capture_output=True)
     print(f"{n} photos of {args.folder}, {args.detector.name}, CPUs {os.cpu_count()}, best of {args.reps}, "
-          f"whole `curate {args.stage}` processes")
+          f"whole `curate {args.stage}` processes" + (f"; this tree with {args.tree_args}" if args.tree_args else ""))
     print(f"  at {args.rev:10s} {n / best['rev']:6.2f} img/s  ({best['rev']:6.1f} s)")
     print(f"  this tree  {n / best['tree']:6.2f} img/s  ({best['tree']:6.1f} s)  x{best['rev'] / best['tree']:.2f}")
     what = {"detect": "detections, statuses, crop boxes and crop pixels", "embed": "embeddings",
