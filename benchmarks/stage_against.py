@@ -57,6 +57,7 @@ def compare(a: Path, b: Path, stage: str = "detect") -> list[str]:
     """What differs between two work folders after `stage` (empty: the same detections and crop
     pixels, or the same vectors)."""
     import numpy as np
+    import pandas as pd
     from PIL import Image
 
     from manifests import read_manifest
@@ -65,8 +66,10 @@ def compare(a: Path, b: Path, stage: str = "detect") -> list[str]:
     y = read_manifest(b / "manifest.parquet").df.set_index("sample_id").sort_index()
     if not x.index.equals(y.index):
         return ["other rows"]
-    out = [f"{c} ({(x[c].astype(str) != y[c].astype(str)).sum()} rows)" for c in SAME[stage]
-           if not x[c].astype(str).equals(y[c].astype(str))]
+    def text(col):   # None, NaN and NA read the same (a column of lists holds any of them)
+        return col.map(lambda v: "-" if v is None or (np.ndim(v) == 0 and pd.isna(v)) else str(v))
+
+    out = [f"{c} ({(text(x[c]) != text(y[c])).sum()} rows)" for c in SAME[stage] if not text(x[c]).equals(text(y[c]))]
     if stage != "detect":
         return out
     crops = [(p, q) for p, q in zip(x["crop_path"], y["crop_path"]) if isinstance(p, str) or isinstance(q, str)]
