@@ -324,6 +324,21 @@ def _box_mask(shape, box) -> np.ndarray:
     return m
 
 
+def percentiles_u8(values: np.ndarray, qs) -> list[float]:
+    """`np.percentile(values / 255, qs)` (linear interpolation) of uint8 values, from their histogram:
+    ~10x faster than sorting, and the same to within 1e-7 (float32 rounding)."""
+    cum = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    n = int(cum[-1])
+    out = []
+    for q in qs:
+        h = (n - 1) * q / 100.0
+        lo = int(math.floor(h))
+        t = h - lo
+        a, b = (float(np.searchsorted(cum, k, side="right")) / 255.0 for k in (lo, min(lo + 1, n - 1)))
+        out.append(b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t)   # numpy's own lerp
+    return out
+
+
 def measure_sample(img, box=None, *, box_orig_side: float | None = None, n_others: int | None = None,
                    touch: tuple | None = None, side: int = MEASURE_SIDE) -> dict[str, float | None]:
     """Raw values of the pixel checks for one crop (and `crowded` when `n_others` is given).
@@ -339,7 +354,6 @@ def measure_sample(img, box=None, *, box_orig_side: float | None = None, n_other
     w, h = img.size
     rgb, s = _resized(img, side)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    luma = grey.astype(np.float32) / 255.0
     out: dict[str, float | None] = {}
 
     if box is not None:
@@ -352,15 +366,14 @@ def measure_sample(img, box=None, *, box_orig_side: float | None = None, n_other
 
     out["busy"] = busyness(img, box, side, grey_at_side=grey)   # the same BOX reduction when s < 1
     out["blur"] = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    lo, hi = np.percentile(luma[subject], [5, 95])
+    lo, hi = percentiles_u8(grey[subject], (5, 95))
     out["dark"] = float(hi)
     out["bright"] = float(lo)
     out["small"] = float(box_orig_side) if box_orig_side is not None else None
     out["aspect"] = w / h
     r, g, b = rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]      # elementwise: 20x faster than max(axis=2)
-    chroma = (np.maximum(np.maximum(r, g), b).astype(np.int16) - np.minimum(np.minimum(r, g), b)
-              ).astype(np.float32) / 255.0
-    out["grey"] = float(np.percentile(chroma, 99))
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)    # uint8, no wrap
+    out["grey"] = percentiles_u8(chroma, (99,))[0]
     if n_others is not None:
         out["crowded"] = float(n_others)
     out["cut_off"] = border_cut(rgb, None if box is None else [v * s for v in box], touch)

@@ -318,3 +318,15 @@ def test_several_counts_other_bikes_not_looser_boxes_of_the_same_one():
     row["detections"] = [main, loose, part, other]
     assert checks.second_bike(row) == pytest.approx(160 * 120 / (200 * 150))
     assert checks.second_bike({"primary_box": None, "detections": []}) is None
+
+
+def test_histogram_percentiles_equal_numpys_on_uint8_values():
+    """The dark/bright/grey percentiles come from a 256-bin histogram; they equal np.percentile of the
+    values / 255 (linear interpolation) to within float32 rounding, also for one value and constants."""
+    rng = np.random.default_rng(7)
+    cases = [rng.integers(0, 256, int(n)).astype(np.uint8) for n in rng.integers(1, 40000, 200)]
+    cases += [np.array([17], np.uint8), np.full(999, 255, np.uint8), np.minimum(cases[0], 3).astype(np.uint8)]
+    for v in cases:
+        want = np.percentile(v.astype(np.float32) / 255.0, [5, 95, 99])
+        got = checks.percentiles_u8(v, (5, 95, 99))
+        assert np.allclose(got, want, rtol=0, atol=1e-7), (len(v), got, want)
