@@ -127,16 +127,15 @@ def fit(df: pd.DataFrame, tags: pd.Series, thresholds: dict[str, float], *, min_
             out |= np.nan_to_num(scores[c], nan=-1.0) >= t[c]
         return out
 
-    def balance(t) -> float:
-        return sum(_recalls(rejected(t), want_reject))
+    def balance(rej: np.ndarray) -> float:
+        return sum(_recalls(rej, want_reject))
 
     step = 1.0 / max(n_keep, n_rej) - 1e-9   # the least one tagged sample is worth
     weight = np.where(want_reject, 1.0 / n_rej, 1.0 / n_keep)
 
-    def needed(a: dict[str, float], b: dict[str, float]) -> float:
-        """The gain moving from thresholds `a` to `b` must reach to count (see the docstring)."""
-        changed = rejected(a) != rejected(b)
-        return max(step, SIGNIFICANCE * float(np.sqrt((weight[changed] ** 2).sum())))
+    def needed(a: np.ndarray, b: np.ndarray) -> float:
+        """The gain from verdicts `a` to verdicts `b` must reach this to count (see the docstring)."""
+        return max(step, SIGNIFICANCE * float(np.sqrt((weight[a != b] ** 2).sum())))
 
     before = _recalls(rejected(th), want_reject)
     for _ in range(MAX_PASSES):
@@ -144,12 +143,13 @@ def fit(df: pd.DataFrame, tags: pd.Series, thresholds: dict[str, float], *, min_
         for c in checks:
             s = np.unique(scores[c][~np.isnan(scores[c])])
             cands = sorted({th[c], 1.0, *((s[:-1] + s[1:]) / 2).tolist(), *(s[:1] - 1e-6).clip(0).tolist()})
-            base = balance(th)
+            now = rejected(th)
+            base = balance(now)
             best_t, best_bal = th[c], base
             for t in cands:
-                cand = {**th, c: float(t)}
-                bal = balance(cand)
-                if bal > best_bal and bal - base >= needed(th, cand):   # beats chance, not a tie shuffle
+                rej = rejected({**th, c: float(t)})
+                bal = balance(rej)
+                if bal > best_bal and bal - base >= needed(now, rej):   # beats chance, not a tie shuffle
                     best_t, best_bal = float(t), bal
             if best_t != th[c]:
                 th[c] = round(float(np.clip(best_t, 0.0, 1.0)), 4)

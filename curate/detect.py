@@ -36,7 +36,7 @@ from . import engine
 from .detector import DEFAULT_WEIGHTS
 from .detector_copies import detector_copies
 from .detect_results import DONE_STATUSES, STAGE, DetectResults, row_key
-from .detect_stream import FAR_LOOK_SIDE, SECOND_LOOK_BOX, SECOND_LOOK_CONF, Job, detect_batches
+from .detect_stream import FAR_LOOK_SIDE, SECOND_LOOK_BOX, SECOND_LOOK_CONF, Job, Looks, detect_batches
 from .row_stage import Journal, run_chunks
 from .work_lock import locks_manifest
 
@@ -107,8 +107,7 @@ class DetectOptions:
     def stream_kwargs(self) -> dict:
         """The options of `detect_batches` / `stream_detections` (besides the detector and the jobs)."""
         return {"imgsz": self.imgsz, "conf": self.conf, "batch": self.batch, "workers": self.decode_workers,
-                "second_look": self.second_look, "second_look_box": self.second_look_box,
-                "far_look": self.far_look, "far_look_side": self.far_look_side}
+                "looks": Looks(self.second_look, self.second_look_box, self.far_look, self.far_look_side)}
 
     def result_params(self) -> dict:
         """The options that change what is recorded (part of the resume key)."""

@@ -79,8 +79,7 @@ def detect(folder, workdir, manifest, weights, device, imgsz, conf, batch, margi
     opts = DetectOptions(weights=weights, device=device, imgsz=imgsz, conf=conf, batch=batch,
                          margin=margin, per_image=per_image, min_size=min_size, workers=workers,
                          second_look=second_look, second_look_box=second_look_box, far_look=far_look,
-                         far_look_side=far_look_side,
-                         copies=copies)
+                         far_look_side=far_look_side, copies=copies)
     opts.validate()
     progress = not no_progress
     if folder is not None:

@@ -102,8 +102,7 @@ def stream_detections(det, jobs, **kw):
 
 
 def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: int,
-                   second_look: float = 0.0, second_look_box: float = 0.0, far_look: float = 0.0,
-                   far_look_side: int = 0, copies: list | None = None):
+                   looks: Looks | None = None, copies: list | None = None):
     """Decode `jobs` in a thread pool ahead of the detector and detect them in batches.
 
     Rectangular-input models get batches of images with the same letterboxed
@@ -113,7 +112,7 @@ def detect_batches(det, jobs, *, imgsz: int, conf: float, batch: int, workers: i
     `Detected` per batch, in order, and failures as soon as they are known.
     """
     copies = list(copies or [det])
-    looks = Looks(second_look, second_look_box, far_look, far_look_side)
+    looks = looks or Looks()
     failures: deque[Detected] = deque()
     lender = Lender(copies)
 
@@ -242,11 +241,13 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
     """
     labels = det.motorbike_labels
 
+    largest = [_largest_bike(dets, labels) for dets in all_dets]
+
     def again(i: int) -> bool:
         h, w = group[i][1].shape[:2]
         if max_side and max(h, w) > max_side:
             return False
-        return _largest_bike(all_dets[i], labels) < (small * w * h if small else 1e-9)
+        return largest[i] == 0 or largest[i] < small * w * h
 
     missed = [i for i in range(len(all_dets)) if again(i)]
     if not missed or not labels:  # a model with no motorbike class cannot find one zoomed out
@@ -270,6 +271,6 @@ def _look_again(det, group: list, all_dets: list, looks: list, imgsz: int, conf:
             h, w = group[i][1].shape[:2]
             # the lower confidence is for the motorbike only; other objects as on the first look
             dets = [d for d in unpad(dets, pads[k], w, h) if d["label"] in labels or d["conf"] >= conf]
-            found, before = _largest_bike(dets, labels), _largest_bike(all_dets[i], labels)
-            if found > 0 and (before == 0 or found >= SMALL_BOX_GROWTH * before):
+            found = _largest_bike(dets, labels)
+            if found > 0 and (largest[i] == 0 or found >= SMALL_BOX_GROWTH * largest[i]):
                 all_dets[i], looks[i] = dets, name

@@ -16,6 +16,7 @@ from manifests import read_manifest
 from common.errors import UserError
 from manifests.paths import CACHE_DIRNAME, claim_folder
 
+from .detect import DetectOptions
 from .detector import DEFAULT_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class RunOptions:
     engine: str | None = None         # local or ray (None: the caller's `curate.engine.using`, else local)
     address: str | None = None        # engine ray: the cluster to join
     per_image: str = "primary"
-    far_look: float = 1.0              # detect's third look, at thumbnails (0: off; see `curate detect --far-look`)
+    far_look: float = DetectOptions.far_look   # detect's third look, at thumbnails (0: off; `curate detect --far-look`)
     report: bool = True
     follow_links: bool | None = None   # follow symlinks out of the folder (None: as the last scan, else no)
     embed: str = "auto"                # auto: the detector's own backbone where it has one; stats: weightless
