@@ -75,15 +75,20 @@ class DedupeOptions:
 
 def hash_row(job: dict, method: str) -> dict:
     """Hashes and quality figures of one row; null hashes and a reason when it cannot be decoded."""
-    from . import checks, hashing
-
-    out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
     try:
         img = load_job_rgb(job)
         full = img if job["decoded"] == job["sample"] else load_job_rgb(job, "decoded")
     except JobImageError as exc:
-        out["hash_error"] = str(exc)
-        return out
+        return {"sample_id": job["sample_id"], "hash_source": job["sample"], "hash_error": str(exc)}
+    return hash_pixels(job, img, full, method)
+
+
+def hash_pixels(job: dict, img, full, method: str) -> dict:
+    """`hash_row` of a row whose crop `img` and whole decoded photo `full` (the same object when the
+    row has no crop) are decoded already: `curate score` calls it on the pixels it measured."""
+    from . import checks, hashing
+
+    out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
     out["pixel_hash"] = hashing.pixel_signature(full)
 
     def four(im) -> dict:
@@ -101,6 +106,13 @@ def hash_row(job: dict, method: str) -> dict:
         raw = checks.measure_sample(img, job["box"], box_orig_side=job["box_side"])
         out["q_sharp"], out["q_busy"] = raw["blur"], raw["busy"]
     return out
+
+
+def handoff(manifest_path) -> Journal:
+    """Hashes that `curate score` made from its own decode of each sample (`hash_pixels`, with the
+    method in `hash_method`) for the next `curate dedupe` of the manifest, which takes them as done
+    (when made from the same source file) and removes the file once the manifest holds them."""
+    return Journal(manifest_path, STAGE, "score", kind="handoff")
 
 
 def hash_chunk(jobs: list[dict], method: str) -> list[dict]:
@@ -289,10 +301,12 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         # keeper quality comes from `curate score` when it has run: no second measurement
         job["measure"] = not (present(r.get("blur_raw")) and present(r.get("busy_raw")))
         jobs.append(job)
-    plog = Journal(manifest_path, STAGE, _key(opts))
-    done = {} if opts.force else plog.load()
+    plog, handed = Journal(manifest_path, STAGE, _key(opts)), handoff(manifest_path)
+    done = {} if opts.force else {**{sid: r for sid, r in handed.load().items()
+                                     if r.get("hash_method") == opts.method}, **plog.load()}
     if opts.force:
         plog.remove()
+        handed.remove()
     # rows hashed by an earlier complete run with the same method and same source are reused
     prev = m.stage_params(STAGE) or {}
     if not opts.force and prev.get("method") == opts.method and {"hash_source", "phash_full"} <= set(df.columns):
@@ -349,6 +363,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
               "duplicates": int(groups["is_duplicate"].fillna(False).sum())}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     plog.remove()
+    handed.remove()
     return m
 
 

@@ -51,7 +51,7 @@ def _fine(kind: str):
         """The 256-bit (16x16) version of the hash, as hex: verifies 64-bit candidates."""
         import imagehash
 
-        return str(getattr(imagehash, kind)(img, hash_size=FINE_SIZE))
+        return hash_hex(getattr(imagehash, kind)(img, hash_size=FINE_SIZE))
     fine.__name__ = f"{kind}_fine"
     return fine
 
@@ -66,12 +66,12 @@ def load_rgb(path) -> Image.Image:
 
     with Image.open(path) as im:
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)      # no copy of a photo that needs no turning
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = im.convert("RGBA")
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, im)
-        return im.convert("RGB")
+        return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def pixel_signature(img: Image.Image) -> str:
@@ -96,10 +96,15 @@ def signatures_match(a: str, b: str, tol: int = 2) -> bool:
     return int(np.abs(ta.astype(np.int16) - tb.astype(np.int16)).max()) <= tol
 
 
+def hash_hex(h) -> str:
+    """An imagehash.ImageHash as hex, the same string as `str(h)` for 64 or 256 bits, without its
+    per-bit string building."""
+    return np.packbits(np.asarray(h.hash, dtype=bool).ravel()).tobytes().hex()
+
+
 def hash_int(h) -> int:
     """An imagehash.ImageHash of 64 bits as an unsigned int."""
-    bits = np.asarray(h.hash, dtype=bool).ravel()
-    return int("".join("1" if b else "0" for b in bits), 2)
+    return int(hash_hex(h), 16)
 
 
 def perceptual_hash(img: Image.Image, method: str = "phash") -> int:
@@ -131,7 +136,8 @@ def hash_set(img: Image.Image, method: str = "phash") -> tuple[int, int, str, st
     small, big = (grey.resize((n * 4, n * 4), Image.Resampling.LANCZOS) for n in (HASH_SIZE, FINE_SIZE))
     return (hash_int(imagehash.phash(small, hash_size=HASH_SIZE)),
             hash_int(imagehash.phash(small.transpose(flip), hash_size=HASH_SIZE)),
-            str(imagehash.phash(big, hash_size=FINE_SIZE)), str(imagehash.phash(big.transpose(flip), hash_size=FINE_SIZE)))
+            hash_hex(imagehash.phash(big, hash_size=FINE_SIZE)),
+            hash_hex(imagehash.phash(big.transpose(flip), hash_size=FINE_SIZE)))
 
 
 def to_hex(v: int) -> str:

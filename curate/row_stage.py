@@ -57,9 +57,10 @@ def _plain(v):
 class Journal:
     """A stage's partial results, one JSON line per row, keyed by `id_field`."""
 
-    def __init__(self, manifest_path: Path, stage: str, key: str, id_field: str = "sample_id"):
+    def __init__(self, manifest_path: Path, stage: str, key: str, id_field: str = "sample_id",
+                 kind: str = "partial"):
         self.manifest_path = Path(manifest_path)
-        self.path = cache_dir(manifest_path, stage) / f"partial-{Path(manifest_path).stem}-{key}.jsonl"
+        self.path = cache_dir(manifest_path, stage) / f"{kind}-{Path(manifest_path).stem}-{key}.jsonl"
         self.id_field = id_field
 
     def load(self) -> dict[str, dict]:
@@ -120,12 +121,16 @@ def pooled(fn: Callable[[list], list], items: Sequence, *, workers: int, chunk_s
 def run_rows(fn: Callable[[list], list], todo: Sequence, done: dict[str, dict], journal: Journal | None, *,
              workers: int, chunk_size: int = 16, progress: bool = True, desc: str = "", unit: str = "file",
              prepare: Callable[[dict], dict] | None = None, publish: Callable[[bool], None] | None = None,
-             every: int = 1 << 62, seconds: float = float("inf"), actors: bool = False) -> None:
+             every: int = 1 << 62, seconds: float = float("inf"), actors: bool = False,
+             split: Callable[[list[dict]], None] | None = None) -> None:
     """Run `fn` over chunks of `todo` in the pool; each result (after `prepare`) goes to `journal` and
-    into `done` by the journal's id field; see `run_chunks` for `publish`."""
+    into `done` by the journal's id field; see `run_chunks` for `publish`. `split` first takes out
+    of each chunk of results what goes elsewhere (score's hashes for dedupe)."""
     id_field = journal.id_field if journal is not None else "sample_id"
 
     def keep(chunk: list[dict]) -> None:
+        if split is not None:
+            split(chunk)
         if prepare is not None:
             chunk = [prepare(r) for r in chunk]
         if journal is not None:

@@ -21,6 +21,7 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
+from .dedupe import DedupeOptions, handoff
 from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from . import engine
@@ -29,6 +30,7 @@ from .work_lock import locks_manifest
 log = logging.getLogger(__name__)
 
 STAGE = "score"
+DEDUPE_METHOD = DedupeOptions().method     # what a plain `curate dedupe` (and `curate run`) hashes with
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class ScoreOptions:
     workers: int | None = None
     force: bool = False                              # re-measure every row
     default_thresholds: bool = False                 # forget the thresholds set on earlier runs
+    hashes: bool = True                              # also hash each sample for `curate dedupe`
+                                                     # from the same decode (`curate.dedupe.handoff`)
 
     def user_thresholds(self, prev: dict | None) -> dict[str, float]:
         """Thresholds the user set: on earlier runs of this manifest (remembered, so that a later
@@ -75,7 +79,25 @@ def score_row(job: dict, size: int) -> dict:
                                 touch=None if touch is None else tuple(touch), side=size)
     out.update({f"{k}_raw": v for k, v in raw.items() if k in checks.CHECKS})
     out["subject_frac"] = raw["subject_frac"]
+    if job.get("hash_method"):
+        out["handoff"] = _hashes_for_dedupe(job, img, raw)
     return out
+
+
+def _hashes_for_dedupe(job: dict, img, raw: dict) -> dict | None:
+    """What `curate dedupe` would hash of this row, from the crop already decoded here (and the
+    whole photo, decoded once more only for a crop row); None when the photo does not decode
+    (dedupe then tries itself and records why)."""
+    from .dedupe import hash_pixels
+
+    try:
+        full = img if job["decoded"] == job["sample"] else load_job_rgb(job, "decoded")
+    except JobImageError:
+        return None
+    # dedupe measures keeper quality itself only where score has no value for it
+    measure = raw.get("blur") is None or raw.get("busy") is None
+    return {**hash_pixels({**job, "measure": measure}, img, full, job["hash_method"]),
+            "hash_method": job["hash_method"]}
 
 
 def score_chunk(jobs: list[dict], size: int) -> list[dict]:
@@ -122,6 +144,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         j = row_job(folder, m.root, r)
         j["touch"] = checks.row_touch(r)
         j["row_raw"] = checks.row_raw(r)
+        if opts.hashes:
+            j["hash_method"] = DEDUPE_METHOD
         jobs.append(j)
     plog = Journal(manifest_path, STAGE, _key(opts))
     if opts.force:
@@ -141,8 +165,16 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     # checks measured from the detections (`from_row`) are taken from the current row on every run
     log.info("score: %d row(s) to measure, %d reused", len(todo), len(jobs) - len(todo))
     workers = resolve_workers(opts.workers)
+    handed = handoff(manifest_path)
+
+    def split(chunk: list[dict]) -> None:
+        recs = [h for h in (r.pop("handoff", None) for r in chunk) if h]
+        if recs:
+            handed.append([{**h, "hash_source": relative_source(folder, h["hash_source"])} for h in recs])
+
     run_rows(partial(score_chunk, size=opts.size), todo, done, plog, workers=workers, progress=progress,
-             desc="score", unit="img", prepare=lambda r: {**r, "score_source": relative_source(folder, r["score_source"])})
+             desc="score", unit="img", split=split,
+             prepare=lambda r: {**r, "score_source": relative_source(folder, r["score_source"])})
     recs = []
     for j in jobs:
         r = dict(done.get(j["sample_id"], {}))

@@ -51,9 +51,11 @@ Examples:
 @click.option("--default-thresholds", is_flag=True,
               help="Forget thresholds set on earlier runs (they are remembered in the manifest).")
 @click.option("--force", is_flag=True, help="Measure every row again.")
+@click.option("--no-hashes", is_flag=True,
+              help="Do not also hash each sample for `curate dedupe` (it then decodes them again itself).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @engine_options
-def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, force, no_progress):
+def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, force, no_hashes, no_progress):
     """Score every sample's crop: busy background, blur, exposure, small subject, aspect, grey."""
     from common.errors import UserError
 
@@ -67,7 +69,8 @@ def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, 
         m = reflag(manifest, dict(thresholds))
     else:
         m = score_manifest(manifest, ScoreOptions(thresholds=thresholds, size=size, workers=workers,
-                                                  force=force, default_thresholds=default_thresholds),
+                                                  force=force, default_thresholds=default_thresholds,
+                                                  hashes=not no_hashes),
                            progress=not no_progress)
     params = m.stage_params("score") or {}
     click.echo(f"{manifest}: {len(m.df)} rows")
