@@ -269,8 +269,8 @@ def _resized(img, side: int):
     w, h = img.size
     s = side / max(w, h)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    return np.asarray(img.convert("RGB").resize((nw, nh), Image.Resampling.BOX if s < 1
-                                                else Image.Resampling.BILINEAR)), s
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return np.asarray(rgb.resize((nw, nh), Image.Resampling.BOX if s < 1 else Image.Resampling.BILINEAR)), s
 
 
 def busyness(img, box, side: int = MEASURE_SIDE, *, grey_at_side=None) -> float | None:

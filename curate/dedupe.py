@@ -89,15 +89,16 @@ def hash_pixels(job: dict, img, full, method: str) -> dict:
     from . import checks, hashing
 
     out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
-    out["pixel_hash"] = hashing.pixel_signature(full)
+    grey_full = full.convert("L")            # one grey conversion of the whole photo for both
+    out["pixel_hash"] = hashing.pixel_signature(full, grey_full)
 
-    def four(im) -> dict:
-        h, m, f, fm = hashing.hash_set(im, method)
+    def four(im, grey=None) -> dict:
+        h, m, f, fm = hashing.hash_set(im, method, grey)
         return {"": hashing.to_hex(h), "_mirror": hashing.to_hex(m), "_fine": f, "_fine_mirror": fm}
 
-    crop = four(img)
+    crop = four(img, grey_full if full is img else None)
     # the whole photo only for each file's primary sample (grouping uses no other): no crop -> the same
-    whole = crop if full is img else four(full) if job.get("crop_index", 0) == 0 else dict.fromkeys(crop)
+    whole = crop if full is img else four(full, grey_full) if job.get("crop_index", 0) == 0 else dict.fromkeys(crop)
     out.update({f"phash{k}": v for k, v in crop.items()})
     out.update({f"phash_full{k}": v for k, v in whole.items()})
     out["q_area"] = img.size[0] * img.size[1]

@@ -74,10 +74,12 @@ def load_rgb(path) -> Image.Image:
         return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def pixel_signature(img: Image.Image) -> str:
-    """`"<w>x<h>-<hex of the 16x16 area-averaged luma thumbnail>"` (see module doc)."""
+def pixel_signature(img: Image.Image, grey: Image.Image | None = None) -> str:
+    """`"<w>x<h>-<hex of the 16x16 area-averaged luma thumbnail>"` (see module doc); `grey`:
+    `img.convert("L")` when the caller has it."""
     w, h = img.size
-    grey = img.convert("L") if img.mode != "L" else img
+    if grey is None:
+        grey = img.convert("L") if img.mode != "L" else img
     thumb = grey.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.Resampling.BOX)
     return f"{w}x{h}-{np.asarray(thumb, dtype=np.uint8).tobytes().hex()}"
 
@@ -119,12 +121,13 @@ def hash_with_mirror(img: Image.Image, method: str = "phash") -> tuple[int, int]
     return perceptual_hash(img, method), perceptual_hash(mirror, method)
 
 
-def hash_set(img: Image.Image, method: str = "phash") -> tuple[int, int, str, str]:
+def hash_set(img: Image.Image, method: str = "phash", grey: Image.Image | None = None) -> tuple[int, int, str, str]:
     """(hash, mirror hash, fine hash, fine mirror hash) of `img`, as `perceptual_hash`,
     `hash_with_mirror` and `HASHERS_FINE` give them. For pHash from one grey conversion and one
     LANCZOS reduction per hash size, the mirrors flipped after reducing (the filter is symmetric:
     the same bits as reducing the flipped photo, checked on 4,284 real crops and photos), instead of
-    converting, flipping and reducing the full-size image four times."""
+    converting, flipping and reducing the full-size image four times. `grey`: `img.convert("L")`
+    when the caller has it."""
     flip = Image.Transpose.FLIP_LEFT_RIGHT
     if method != "phash":
         h, m = hash_with_mirror(img, method)
@@ -132,7 +135,7 @@ def hash_set(img: Image.Image, method: str = "phash") -> tuple[int, int, str, st
         return h, m, str(fine(img)), str(fine(img.transpose(flip)))
     import imagehash
 
-    grey = img.convert("L")
+    grey = img.convert("L") if grey is None else grey
     small, big = (grey.resize((n * 4, n * 4), Image.Resampling.LANCZOS) for n in (HASH_SIZE, FINE_SIZE))
     return (hash_int(imagehash.phash(small, hash_size=HASH_SIZE)),
             hash_int(imagehash.phash(small.transpose(flip), hash_size=HASH_SIZE)),
