@@ -5,8 +5,9 @@ The model's flatbuffer is read and rewritten with LiteRT's own schema
 tensor the SPPF block ends with depends on (108 of the shared YOLOv8n's 253), that tensor its only
 output. The interpreter runs it as it runs detection (XNNPACK, fused) and the features are read
 like any output, bit for bit what an interpreter keeping every intermediate tensor of the whole
-model reads there. Per crop on one thread: whole model with every tensor kept ~56 ms, whole model
-with the features as an extra output 38 ms, the backbone alone 21 ms. One copy of the interpreter
+model reads there (reading them from an interpreter that keeps every tensor runs at half speed).
+Per crop on one thread (shared YOLOv8n, web photos): the whole model with the features as an extra
+output 38 ms, the backbone alone 21 ms. One copy of the interpreter
 per core (one thread each, at most 8) embeds the crops of a chunk side by side, as
 `curate.detector_copies` does for detection.
 """
