@@ -258,6 +258,23 @@ def _listener(root_pid: int, port: int):
     return None
 
 
+def _written_before_exit(proc) -> str:
+    """What an exited process wrote to its stdout pipe. Not `communicate`: that waits for the pipe's
+    end, which a process it started may still hold (a shared mongod it launched outlives its clients;
+    whether the App is still up is checked separately)."""
+    os.set_blocking(proc.stdout.fileno(), False)
+    chunks = []
+    while True:
+        try:
+            data = os.read(proc.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
 def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
     """The real `curate review` serves the App; a tag made meanwhile is in the manifest after Ctrl-C.
     Run as a user would who never heard of FIFTYONE_DO_NOT_TRACK: the App's server process has
@@ -293,7 +310,8 @@ def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
         sample.tags.append("reject")
         sample.save()
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        rest = _written_before_exit(proc)
         assert proc.returncode == 0, rest
         assert "1 decision(s) written" in rest
         assert _decisions(manifest) == {sid: "reject"}
