@@ -21,7 +21,7 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
-from .dedupe import DedupeOptions, handoff
+from .dedupe import DedupeOptions, handoff, hash_pixels
 from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from . import engine
@@ -88,8 +88,6 @@ def _hashes_for_dedupe(job: dict, img, raw: dict) -> dict | None:
     """What `curate dedupe` would hash of this row, from the crop already decoded here (and the
     whole photo, decoded once more only for a crop row); None when the photo does not decode
     (dedupe then tries itself and records why)."""
-    from .dedupe import hash_pixels
-
     try:
         full = img if job["decoded"] == job["sample"] else load_job_rgb(job, "decoded")
     except JobImageError:
