@@ -47,6 +47,7 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 # Manifest columns not shown as sample fields: FiftyOne's own names, and bulky or internal ones.
 VIEWS_KEY = "motocurate_views"
 ALL_REJECTS = "automatic rejects"
+CLOSE_TIMEOUT_S = 20.0   # after Ctrl-C, how long the App's server may take to stop before it is killed
 
 
 @dataclass(frozen=True)
@@ -307,5 +308,39 @@ def serve(manifest_path: str | Path, opts: ReviewOptions = ReviewOptions(), *, p
             n = pull_decisions(manifest_path)
         finally:
             if session is not None:
-                session.close()
+                close(session)
     return n
+
+
+def _serving(port: int) -> list:
+    """This process's descendants that listen on `port` (the App's server)."""
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in p.net_connections("tcp")):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def close(session, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Close the FiftyOne session and its App server. FiftyOne waits for the server without a limit,
+    and a server still answering a connection (a browser tab left open) can take its time: after
+    `timeout` seconds it is killed, so that Ctrl-C always ends `curate review`."""
+    import psutil
+
+    server = _serving(session.server_port)
+    closing = threading.Thread(target=session.close, name="close-app", daemon=True)
+    closing.start()
+    closing.join(timeout)
+    if closing.is_alive():
+        log.warning("the App server did not stop within %.0f s of Ctrl-C: killing it", timeout)
+        for p in server:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        closing.join(timeout)
