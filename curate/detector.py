@@ -16,9 +16,13 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from common.devices import resolve_device
 from common.errors import UserError
 from manifests.ids import file_sha256
+
+from .detector_litert import direct_litert
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Detector:
     stride: int = 32
     input_size: tuple[int, int] | None = None  # (h, w) of a fixed-size export, from its metadata
     format: str = "pt"        # ultralytics' name of the model's format: pt, tflite, onnx, ...
+    direct: object = field(default=None, repr=False)   # a `DirectLiteRT` where the export fits one
 
     @property
     def motorbike_labels(self) -> set[str]:
@@ -78,6 +83,8 @@ class Detector:
         """
         if not images:
             return []
+        if self.direct is not None:
+            return [self._dicts(pred.numpy(), self.names) for pred in self.direct(images, conf)]
         from ultralytics.utils.ops import scale_boxes
 
         results = self.model.predict(images, imgsz=imgsz, conf=conf, device=self.device,
@@ -92,16 +99,18 @@ class Detector:
             xyxy = boxes.xyxy.clone()
             if shape is not None and tuple(shape) != tuple(res.orig_shape):
                 xyxy = scale_boxes(tuple(res.orig_shape), xyxy, tuple(shape))
-            xyxy = xyxy.cpu().numpy().tolist()
-            confs = boxes.conf.cpu().numpy().tolist()
-            cls = boxes.cls.cpu().numpy().astype(int).tolist()
-            names = res.names or self.names
-            dets = [{"label": str(names.get(c, c)), "conf": float(p),
-                     "x0": float(b[0]), "y0": float(b[1]), "x1": float(b[2]), "y1": float(b[3])}
-                    for b, p, c in zip(xyxy, confs, cls)]
-            dets.sort(key=lambda d: -d["conf"])
-            out.append(dets)
+            pred = np.column_stack([xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy()])
+            out.append(self._dicts(pred, res.names or self.names))
         return out
+
+    @staticmethod
+    def _dicts(pred, names: dict) -> list[dict]:
+        """Rows x0, y0, x1, y1, conf, class as detection dicts, highest confidence first."""
+        dets = [{"label": str(names.get(int(c), int(c))), "conf": float(p),
+                 "x0": float(x0), "y0": float(y0), "x1": float(x1), "y1": float(y1)}
+                for x0, y0, x1, y1, p, c in pred.tolist()]
+        dets.sort(key=lambda d: -d["conf"])
+        return dets
 
 
 def _quiet_ultralytics() -> None:
@@ -249,7 +258,6 @@ def _fixed_input_size(backend) -> tuple[int, int] | None:
 def load_detector(weights: str | os.PathLike = DEFAULT_WEIGHTS, device: str = "auto", *,
                   imgsz: int = 640) -> Detector:
     """Resolve, hash and load the weights, and run one tiny warm-up image to fail fast."""
-    import numpy as np
     import torch
 
     _quiet_ultralytics()
@@ -283,6 +291,7 @@ def load_detector(weights: str | os.PathLike = DEFAULT_WEIGHTS, device: str = "a
     det = Detector(name=name, path=path, weights_sha256=sha, ultralytics_version=ultralytics.__version__,
                    device=dev, names=names, model=model, rect=rect, stride=stride,
                    input_size=None if rect else _fixed_input_size(backend), format=str(backend.format))
+    det.direct = direct_litert(model) if dev == "cpu" and not rect else None
     if not det.motorbike_labels:
         log.warning("%s has no 'motorcycle' class: no image will get a motorbike crop", name)
     return det
