@@ -130,11 +130,11 @@ class HashedSet:
 
 
 def _hashes(img, method: str) -> tuple[str, str, str, str]:
-    from curate.hashing import HASHERS_FINE, hash_with_mirror, to_hex
+    """The hashes `curate dedupe` makes (`hash_set`), as hex."""
+    from curate.hashing import hash_set, to_hex
 
-    a, b = hash_with_mirror(img, method)
-    fine = HASHERS_FINE[method]
-    return to_hex(a), to_hex(b), fine(img), fine(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    a, b, fine, fine_mirror = hash_set(img, method)
+    return to_hex(a), to_hex(b), str(fine), str(fine_mirror)
 
 
 def hash_transformed(photos: list[Path], method: str = "phash", seed: int = 0) -> HashedSet:

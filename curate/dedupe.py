@@ -123,7 +123,16 @@ def hash_chunk(jobs: list[dict], method: str) -> list[dict]:
 def _key(opts: DedupeOptions) -> str:
     import hashlib
 
-    return hashlib.sha256(f"v2:{opts.method}".encode()).hexdigest()[:12]
+    from .hashing import HASH_VERSION
+
+    return hashlib.sha256(f"v{HASH_VERSION}:{opts.method}".encode()).hexdigest()[:12]
+
+
+def hash_tag(method: str) -> str:
+    """What the hashes of `method` made by this version are tagged with (`HASH_VERSION`)."""
+    from .hashing import HASH_VERSION
+
+    return f"{method}/v{HASH_VERSION}"
 
 
 # ------------------------------------------------------------------ grouping
@@ -304,13 +313,14 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         jobs.append(job)
     plog, handed = Journal(manifest_path, STAGE, _key(opts)), handoff(manifest_path)
     done = {} if opts.force else {**{sid: r for sid, r in handed.load().items()
-                                     if r.get("hash_method") == opts.method}, **plog.load()}
+                                     if r.get("hash_method") == hash_tag(opts.method)}, **plog.load()}
     if opts.force:
         plog.remove()
         handed.remove()
     # rows hashed by an earlier complete run with the same method and same source are reused
     prev = m.stage_params(STAGE) or {}
-    if not opts.force and prev.get("method") == opts.method and {"hash_source", "phash_full"} <= set(df.columns):
+    if (not opts.force and prev.get("method") == opts.method and prev.get("hash_tag") == hash_tag(opts.method)
+            and {"hash_source", "phash_full"} <= set(df.columns)):
         for r in df.to_dict("records"):
             sid = str(r["sample_id"])
             if sid not in done and present(r.get("hash_source")) and present(r.get("q_area")):
@@ -360,6 +370,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         new[c] = new[c].astype(groups[c].dtype)
     m.df = merge_columns(df, new)
     params = {**asdict(opts), "workers": workers, **engine.current().describe(), "hash_bits": 64, "fine_bits": FINE_BITS,
+              "hash_tag": hash_tag(opts.method),
               "signature": "16x16 area-averaged luma + size", "groups": int(groups["dup_group"].nunique()),
               "duplicates": int(groups["is_duplicate"].fillna(False).sum())}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)

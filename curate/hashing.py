@@ -22,6 +22,13 @@ from PIL import Image
 
 SIGNATURE_SIDE = 16
 HASH_SIZE = 8           # 8x8 = 64-bit perceptual hashes
+# pHash's LANCZOS reduction of the grey photo goes through Pillow's `reducing_gap`: an integer box
+# reduction first, then LANCZOS over at least this many times the target size. On 400 web photos
+# 5x faster than LANCZOS over the whole photo (6.2 -> 1.2 ms), and 8 of them differ, by 1-2 of 64
+# bits (fine hashes: at most 4 of 256).
+REDUCING_GAP = 3.0
+# Bumped whenever `hash_set` gives other bits: hashes stored by another version are made again.
+HASH_VERSION = 3
 
 
 def _phash(img):
@@ -124,10 +131,9 @@ def hash_with_mirror(img: Image.Image, method: str = "phash") -> tuple[int, int]
 def hash_set(img: Image.Image, method: str = "phash", grey: Image.Image | None = None) -> tuple[int, int, str, str]:
     """(hash, mirror hash, fine hash, fine mirror hash) of `img`, as `perceptual_hash`,
     `hash_with_mirror` and `HASHERS_FINE` give them. For pHash from one grey conversion and one
-    LANCZOS reduction per hash size, the mirrors flipped after reducing (the filter is symmetric:
-    the same bits as reducing the flipped photo, checked on 4,284 real crops and photos), instead of
-    converting, flipping and reducing the full-size image four times. `grey`: `img.convert("L")`
-    when the caller has it."""
+    reduction per hash size (LANCZOS after a box reduction, `REDUCING_GAP`: within a few bits of
+    imagehash's own), the mirrors flipped after reducing, instead of converting, flipping and
+    reducing the full-size image four times. `grey`: `img.convert("L")` when the caller has it."""
     flip = Image.Transpose.FLIP_LEFT_RIGHT
     if method != "phash":
         h, m = hash_with_mirror(img, method)
@@ -136,7 +142,8 @@ def hash_set(img: Image.Image, method: str = "phash", grey: Image.Image | None =
     import imagehash
 
     grey = img.convert("L") if grey is None else grey
-    small, big = (grey.resize((n * 4, n * 4), Image.Resampling.LANCZOS) for n in (HASH_SIZE, FINE_SIZE))
+    small, big = (grey.resize((n * 4, n * 4), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+                  for n in (HASH_SIZE, FINE_SIZE))
     return (hash_int(imagehash.phash(small, hash_size=HASH_SIZE)),
             hash_int(imagehash.phash(small.transpose(flip), hash_size=HASH_SIZE)),
             hash_hex(imagehash.phash(big, hash_size=FINE_SIZE)),

@@ -21,7 +21,7 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from . import checks
-from .dedupe import DedupeOptions, handoff, hash_pixels
+from .dedupe import DedupeOptions, handoff, hash_pixels, hash_tag
 from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from . import engine
@@ -95,7 +95,7 @@ def _hashes_for_dedupe(job: dict, img, raw: dict) -> dict | None:
     # dedupe measures keeper quality itself only where score has no value for it
     measure = raw.get("blur") is None or raw.get("busy") is None
     return {**hash_pixels({**job, "measure": measure}, img, full, job["hash_method"]),
-            "hash_method": job["hash_method"]}
+            "hash_method": hash_tag(job["hash_method"])}
 
 
 def score_chunk(jobs: list[dict], size: int) -> list[dict]:

@@ -149,3 +149,52 @@ def test_load_rgb_turns_by_exif_and_keeps_pixels(tmp_path):
     assert np.array_equal(np.asarray(turned), np.asarray(img.transpose(Image.Transpose.ROTATE_270)))
     assert np.array_equal(np.asarray(plain), np.asarray(img))
     assert grey.mode == "RGB" and np.array_equal(np.asarray(grey)[..., 0], np.asarray(img.convert("L")))
+
+
+@pytest.mark.slow
+def test_reduced_phash_is_within_a_few_bits_of_imagehash_on_real_photos(shared_data):
+    """`hash_set` reduces through Pillow's reducing_gap (`REDUCING_GAP`): on real scraped photos its
+    pHash stays within 2 of 64 bits of imagehash's own, most photos bit for bit."""
+    from curate.hashing import hash_int, hash_set
+
+    photos = sorted(p for p in (shared_data / "web" / "bikes").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[::6][:150]
+    dist, fine = [], []
+    for p in photos:
+        img = load_rgb(p)
+        h, m, f, _ = hash_set(img)
+        dist.append((h ^ hash_int(imagehash.phash(img))).bit_count())
+        dist.append((m ^ hash_int(imagehash.phash(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))).bit_count())
+        fine.append(imagehash.hex_to_hash(f) - imagehash.phash(img, hash_size=16))
+    assert len(photos) >= 100 and max(dist) <= 2 and max(fine) <= 6, (max(dist), max(fine))
+    assert sum(d == 0 for d in dist) >= 0.9 * len(dist)
+
+
+def test_hashes_of_another_hash_version_are_made_again(tmp_path, dup_folder, caplog):
+    """A manifest deduped by a version whose hashes differ (its `hash_tag`) is hashed afresh, and its
+    hand-off is not taken; hashes of this version are reused."""
+    root, names, status = dup_folder
+    mp = make_manifest(tmp_path, root, names, status=status)
+    dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)
+
+    def hashed() -> int:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="curate.dedupe"):
+            dedupe_manifest(mp, DedupeOptions(workers=1), progress=False)
+        return int(re.search(r"dedupe: (\d+) row\(s\) to hash", caplog.text).group(1))
+
+    assert hashed() == 2                    # only the files that do not decode
+    m = read_manifest(mp)
+    params = dict(m.stage_params("dedupe"))
+    params.pop("hash_tag")                  # as an older version wrote them
+    write_manifest(m, mp, stage="dedupe", params=params, input_path=mp)
+    assert hashed() == len(names)
+    score_manifest(mp, ScoreOptions(workers=1), progress=False)
+    handed = mp.parent / "cache" / "dedupe" / f"handoff-{mp.stem}-score.jsonl"
+    text = handed.read_text()
+    assert '"hash_method": "phash/v' in text
+    handed.write_text(re.sub(r'"hash_method": "phash/v\d+"', '"hash_method": "phash"', text))
+    m = read_manifest(mp)
+    params = dict(m.stage_params("dedupe"))
+    params.pop("hash_tag")
+    write_manifest(m, mp, stage="dedupe", params=params, input_path=mp)
+    assert hashed() == len(names)            # the old-tagged hand-off was not taken
