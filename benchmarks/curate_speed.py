@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         t = ours(a.folder, Path(td) / "work", a.detect, a.detector)
         one = Path(td) / "one"
         one.mkdir()
-        first = next(p for p in sorted(a.folder.rglob("*.jpg")))
+        first = min(p for p in a.folder.rglob("*") if p.is_file())
         shutil.copy2(first, one / first.name)
         floor = ours(one, Path(td) / "work-one", False, a.detector)
     dd, cv = peer("imagededup", a.folder), peer("cleanvision", a.folder)

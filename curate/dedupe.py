@@ -38,7 +38,7 @@ from manifests import Manifest, UserError, merge_columns, read_manifest, write_m
 from manifests.paths import present
 
 from .grouping import exact_pairs, near_pairs
-from .hashing import HASHERS
+from .hashing import HASH_VERSION, HASHERS
 from .row_jobs import JobImageError, _list, load_job_rgb, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from . import engine
@@ -123,15 +123,11 @@ def hash_chunk(jobs: list[dict], method: str) -> list[dict]:
 def _key(opts: DedupeOptions) -> str:
     import hashlib
 
-    from .hashing import HASH_VERSION
-
     return hashlib.sha256(f"v{HASH_VERSION}:{opts.method}".encode()).hexdigest()[:12]
 
 
 def hash_tag(method: str) -> str:
     """What the hashes of `method` made by this version are tagged with (`HASH_VERSION`)."""
-    from .hashing import HASH_VERSION
-
     return f"{method}/v{HASH_VERSION}"
 
 
@@ -317,10 +313,9 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     if opts.force:
         plog.remove()
         handed.remove()
-    # rows hashed by an earlier complete run with the same method and same source are reused
+    # rows hashed by an earlier complete run with the same method (and version) and source are reused
     prev = m.stage_params(STAGE) or {}
-    if (not opts.force and prev.get("method") == opts.method and prev.get("hash_tag") == hash_tag(opts.method)
-            and {"hash_source", "phash_full"} <= set(df.columns)):
+    if not opts.force and prev.get("hash_tag") == hash_tag(opts.method) and {"hash_source", "phash_full"} <= set(df.columns):
         for r in df.to_dict("records"):
             sid = str(r["sample_id"])
             if sid not in done and present(r.get("hash_source")) and present(r.get("q_area")):

@@ -312,12 +312,12 @@ def serve(manifest_path: str | Path, opts: ReviewOptions = ReviewOptions(), *, p
     return n
 
 
-def _serving(port: int) -> list:
-    """This process's descendants that listen on `port` (the App's server)."""
+def serving(port: int, root: int | None = None) -> list:
+    """The descendants of process `root` (default: this one) that listen on `port` (the App's server)."""
     import psutil
 
     found = []
-    for p in psutil.Process().children(recursive=True):
+    for p in psutil.Process(root).children(recursive=True):
         try:
             if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in p.net_connections("tcp")):
                 found.append(p)
@@ -332,7 +332,7 @@ def close(session, timeout: float = CLOSE_TIMEOUT_S) -> None:
     `timeout` seconds it is killed, so that Ctrl-C always ends `curate review`."""
     import psutil
 
-    server = _serving(session.server_port)
+    server = serving(session.server_port)
     closing = threading.Thread(target=session.close, name="close-app", daemon=True)
     closing.start()
     closing.join(timeout)

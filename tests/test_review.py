@@ -244,20 +244,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _listener(root_pid: int, port: int):
-    """The process (`root_pid` or one of its descendants) that listens on `port`."""
-    import psutil
-
-    root = psutil.Process(root_pid)
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in p.net_connections("tcp")):
-                return p
-        except psutil.Error:
-            continue
-    return None
-
-
 def _written_before_exit(proc) -> str:
     """What an exited process wrote to its stdout pipe. Not `communicate`: that waits for the pipe's
     end, which a process it started may still hold (a shared mongod it launched outlives its clients;
@@ -289,7 +275,7 @@ def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
     """The real `curate review` serves the App; a tag made meanwhile is in the manifest after Ctrl-C.
     Run as a user would who never heard of FIFTYONE_DO_NOT_TRACK: the App's server process has
     tracking off."""
-    from curate.review import dataset_name
+    from curate.review import dataset_name, serving
 
     fo.list_datasets()   # the database runs for this test process: run alone, the review's own mongod
     #                      would outlive it (this process is its client) and hold its stdout open
@@ -312,7 +298,7 @@ def test_review_session_pulls_on_ctrl_c(fo, manifest, tmp_path):
                 url = line.split()[2]
         assert url == f"http://127.0.0.1:{port}/", "".join(lines[-20:])
         assert urllib.request.urlopen(url, timeout=30).status == 200
-        server = _listener(proc.pid, port)
+        server = next(iter(serving(port, proc.pid)), None)
         assert server is not None and server.pid != proc.pid      # the App's own server process
         # FiftyOne hands its do_not_track to the server as "1"/"0"
         assert server.environ().get("FIFTYONE_DO_NOT_TRACK") in ("1", "true"), server.cmdline()
@@ -397,7 +383,7 @@ def test_review_turns_fiftyone_tracking_off_unless_the_user_chose(fo, user_value
     assert out[-2:] == [expected, str(expected == "true")]
 
 
-def test_close_kills_an_app_server_that_does_not_stop(tmp_path):
+def test_close_kills_an_app_server_that_does_not_stop():
     """FiftyOne waits for its App server without a limit; `close` kills a server that outstays its
     timeout. A stand-in session (the real App stopping slowly cannot be made to happen at will) whose
     close waits for a real listening child process, as FiftyOne's waits for the server's."""
@@ -427,7 +413,7 @@ def test_close_kills_an_app_server_that_does_not_stop(tmp_path):
             server.wait()
 
 
-def test_close_leaves_a_server_that_stops_alone(tmp_path):
+def test_close_leaves_a_server_that_stops_alone():
     from curate.review import close
 
     calls = []
