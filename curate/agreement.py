@@ -40,6 +40,7 @@ RULE_REASONS: dict[str, tuple[str, ...]] = {
     "crowded": ("several_bikes", "occluded"),
     "occluded": ("occluded",),
     "busy": ("busy_background",),
+    "text": ("busy_background",),
     "blur": ("poor_quality",),
     "dark": ("poor_quality",),
     "bright": ("poor_quality",),

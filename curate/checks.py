@@ -42,6 +42,10 @@ ODD_CLOSEUP_THRESHOLD = 0.7
 SEVERAL_THRESHOLD = 0.4    # the second bike at least ~2/3 the main one's size each way
 OUTLIER_OFF = 1.01         # above any score: the outlier check flags nothing until its precision is measured
 #                            (set --threshold outlier=0.95, or let `curate calibrate` fit it to your tags)
+# Headlines, banners and price tags over the picture (`curate text`, a real text detector): on the web
+# labels, photos with >= 0.07 of their pixels under text lines were 22 of 24 photos a person rejects,
+# most of them for a busy background (docs/agreement.md, item 14).
+TEXT_SHARE = 0.07
 FOREGROUND_DIFF = 40     # a border pixel this far (max over R, G, B) from the border's median is not background
 
 
@@ -151,6 +155,12 @@ register(Check(
     "size, no single subject",
     _ramp, {"lo": 0.0, "hi": 1.0}, threshold=SEVERAL_THRESHOLD,
     from_row=lambda row: second_bike(row)))
+register(Check(
+    "text", "text over the picture", "share of the photo's pixels under the text lines RapidOCR's PP-OCR "
+    "detector finds (`curate text`; null before it runs or without it): headlines, banners, captions and "
+    "price tags of magazine thumbnails and adverts",
+    _ramp, {"lo": 0.0, "hi": 2 * TEXT_SHARE}, threshold=0.5,
+    from_row=lambda row: _present_float(row.get("text_share"))))
 register(Check(
     "outlier", "odd one out", "rank (0..1, 1 = most unusual) of the sample's cosine distance to its k-th "
     "nearest primary sample in embedding space (`curate embed`; null before it runs): custom builds, "

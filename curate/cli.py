@@ -10,6 +10,7 @@ COMMANDS = {
     "dedupe": "curate.dedupe_cli:dedupe",
     "score": "curate.score_cli:score",
     "embed": "curate.embed_cli:embed",
+    "text": "curate.text_cli:text",
     "cluster": "curate.cluster_cli:cluster",
     "review": "curate.review_cli:review",
     "filter": "curate.filter_cli:filter_cmd",

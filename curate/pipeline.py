@@ -1,4 +1,4 @@
-"""`curate run`: scan, repair, detect, embed, score, dedupe, filter, cluster and report, in order,
+"""`curate run`: scan, repair, detect, embed, text, score, dedupe, filter, cluster and report, in order,
 resuming.
 
 Each stage resumes by itself (it skips rows it already handled with the same
@@ -117,6 +117,7 @@ def _run_locked(folder: Path | str, workdir: Path, opts: RunOptions, progress: b
     from .repair import repair_manifest
     from .scan import ScanOptions, scan_folder
     from .score import ScoreOptions, score_manifest
+    from .text import TextOptions, text_manifest
 
     weights = resolve_weights(opts.weights)  # a missing --weights fails now, not after the scan
     manifest = workdir / MANIFEST_NAME
@@ -136,6 +137,8 @@ def _run_locked(folder: Path | str, workdir: Path, opts: RunOptions, progress: b
                                             per_image=opts.per_image, far_look=opts.far_look), progress=progress)
     log.info("embed")        # before score: the outlier checks read the embeddings' outlier rank
     embed_manifest(manifest, embed_options(opts, weights), progress=progress)
+    log.info("text")         # before score: the text check reads the photos' text share
+    text_manifest(manifest, TextOptions(workers=opts.workers), progress=progress)
     # score before dedupe: the keeper of each duplicate group is chosen by the sharpness and
     # busyness that score measures, so dedupe does not decode and measure them a second time.
     log.info("score")

@@ -7,7 +7,7 @@ changes type or meaning (adding a nullable column does not need a bump).
 """
 import pyarrow as pa
 
-from . import cluster, core, dedupe, detect, embed, preprocess, repair, review, score
+from . import cluster, core, dedupe, detect, embed, preprocess, repair, review, score, text
 
 SCHEMA_VERSION = 1
 
@@ -18,6 +18,7 @@ STAGE_COLUMNS: dict[str, list[pa.Field]] = {
     "dedupe": dedupe.FIELDS,
     "score": score.FIELDS,
     "embed": embed.FIELDS,
+    "text": text.FIELDS,
     "cluster": cluster.FIELDS,
     "review": review.FIELDS,
     "preprocess": preprocess.FIELDS,

@@ -8,7 +8,7 @@ size are in the write's params (`Manifest.stage_params("score")`).
 import pyarrow as pa
 
 CHECK_NAMES = ("busy", "blur", "dark", "bright", "small", "aspect", "grey", "crowded", "cut_off", "closeup",
-               "odd_closeup", "several", "outlier")
+               "odd_closeup", "several", "text", "outlier")
 
 FIELDS = [
     f
