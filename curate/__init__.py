@@ -1,4 +1,4 @@
-"""Curate a scraped folder of photos: scan, repair, detect, embed, score, dedupe, review, filter,
+"""Curate a scraped folder of photos: scan, repair, detect, embed, text, score, dedupe, review, filter,
 cluster, report.
 
 From Python (a notebook), `import curate.api as cu` (`curate.run` and `curate.read_manifest` work too);
@@ -9,6 +9,7 @@ the same functions the CLIs call:
     repair      RGB copies for frames, truncated files, CMYK, ... (`curate repair`)
     detect      YOLO, the primary motorbike and its crop (`curate detect`)
     embed       one vector per crop, and the outlier rank (`curate embed`)
+    text        the share of each photo under text lines: headlines, banners (`curate text`)
     score       each check's raw value, score and flag (`curate score`)
     dedupe      duplicate groups and the rank of each copy (`curate dedupe`)
     filter      keep / reject_reason, the kept rows to clean.parquet (`curate filter`)

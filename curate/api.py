@@ -30,10 +30,11 @@ from .report import ReportOptions
 from .review import ReviewOptions
 from .scan import ScanOptions
 from .score import ScoreOptions
+from .text import TextOptions
 
-__all__ = ["run", "scan", "repair", "detect", "embed", "score", "dedupe", "filter", "cluster", "calibrate", "report",
+__all__ = ["run", "scan", "repair", "detect", "embed", "text", "score", "dedupe", "filter", "cluster", "calibrate", "report",
            "review", "pull", "read_manifest", "RunOptions", "RunResult", "ScanOptions", "RepairOptions",
-           "DetectOptions", "EmbedOptions", "ScoreOptions", "DedupeOptions", "FilterOptions", "ClusterOptions",
+           "DetectOptions", "EmbedOptions", "TextOptions", "ScoreOptions", "DedupeOptions", "FilterOptions", "ClusterOptions",
            "ReportOptions", "ReviewOptions"]
 
 
@@ -83,6 +84,14 @@ def embed(manifest, opts: EmbedOptions | None = None, *, progress: bool = True, 
     from .embed import embed_manifest
 
     return embed_manifest(Path(manifest), _opts(EmbedOptions, opts, options), progress=progress)
+
+
+def text(manifest, opts: TextOptions | None = None, *, progress: bool = True, **options):
+    """`curate text`: the share of each photo under text lines (headlines, banners), which the `text`
+    check reads; None, with a warning, where the text detector is not installed."""
+    from .text import text_manifest
+
+    return text_manifest(Path(manifest), _opts(TextOptions, opts, options), progress=progress)
 
 
 def cluster(manifest, opts: ClusterOptions | None = None, **options):

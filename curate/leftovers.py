@@ -13,7 +13,7 @@ from manifests.paths import CACHE_DIRNAME, is_ours
 log = logging.getLogger(__name__)
 
 # cache/ folders the curate stages write (pack/ and fid/ belong to commands that take no lock)
-STAGE_FOLDERS = ("repaired", "crops", "repair", "detect", "score", "dedupe", "embed", "review")
+STAGE_FOLDERS = ("repaired", "crops", "repair", "detect", "score", "dedupe", "embed", "text", "review")
 
 
 def is_leftover(name: str) -> bool:

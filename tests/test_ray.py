@@ -61,7 +61,7 @@ def test_ray_engine_gives_the_local_manifest_on_real_photos(tmp_path, shared_dat
         runs[engine] = work / "manifest.parquet"
     _same(runs["local"], runs["ray"])
     stages = {h["stage"]: h["params"] for h in read_manifest(runs["ray"]).history}
-    assert all(stages[s]["engine"] == "ray" for s in ("scan", "repair", "detect", "score", "dedupe", "embed"))
+    assert all(stages[s]["engine"] == "ray" for s in ("scan", "repair", "detect", "embed", "text", "score", "dedupe"))
 
 
 def _scored_reference(tmp_path: Path) -> tuple[Path, Path]:
