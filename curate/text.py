@@ -8,7 +8,7 @@ RapidOCR's PP-OCR text detector (its ONNX model ships inside the `rapidocr` whee
 onnxruntime; recognition is not run). `text_share` is the share of the photo's pixels under the
 detected text lines; a region whose thinner side is more than `LINE_MAX` of the photo's shorter
 side is no line of text (the detector outlines a whole frame-filling bike on white now and then)
-and is left out, as is, by the same rule, one word in letters more than a sixth of the photo high.
+and is left out (by the same rule, so is one word in letters taller than that).
 
 The photo measured is the decoded image (the repaired copy, else the original), not the crop:
 banners sit where the crop's margin ends. It runs like every row stage (`curate.row_stage`): one
@@ -70,8 +70,6 @@ def detector():
     """This process's text detector (made once): detection only, one thread, no download."""
     global _DETECTOR
     if _DETECTOR is None:
-        import logging as _logging
-
         from rapidocr import RapidOCR
 
         _DETECTOR = RapidOCR(params={
@@ -79,7 +77,7 @@ def detector():
             "Det.limit_type": "max", "Det.limit_side_len": DETECT_SIDE,
             "EngineConfig.onnxruntime.intra_op_num_threads": 1,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1})
-        _logging.getLogger("RapidOCR").setLevel(_logging.ERROR)
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
     return _DETECTOR
 
 
