@@ -96,3 +96,26 @@ def test_without_the_detector_the_stage_leaves_the_manifest_alone(tmp_path, monk
     monkeypatch.setattr(text_stage, "available", lambda: False)
     assert text_stage.text_manifest(m, progress=False) is None
     assert Path(m).read_bytes() == before
+
+
+def _shares(manifest: Path) -> dict:
+    df = read_manifest(manifest).df
+    return dict(zip(df["sample_id"], df["text_share"].astype("Float64").fillna(-1.0)))
+
+
+@needs_detector
+def test_text_killed_mid_run_resumes_with_the_same_shares(tmp_path):
+    from tests.test_row_stage import _complete_lines, _kill_when_journal_has, _photos, _scanned_pair
+
+    photos = _photos(tmp_path / "photos", 200, size=(320, 240))
+    ref, work = _scanned_pair(photos, tmp_path)
+    subprocess.run([*CURATE, "text", "--manifest", str(ref), "--no-progress", "--workers", "1"], check=True,
+                   capture_output=True, timeout=300)
+    cmd = [*CURATE, "text", "--manifest", str(work), "--no-progress", "--workers", "1"]
+    journals = work.parent / "cache" / "text"
+    if not _kill_when_journal_has(cmd, (journals, "partial-*.jsonl"), lines=16):
+        pytest.skip("text finished before the kill (machine too fast for this folder)")
+    done_before = _complete_lines(next(journals.glob("partial-*.jsonl")))
+    assert _rerun_reused(cmd[3:], "row(s) to measure, ") >= done_before
+    assert _shares(ref) == _shares(work)
+    assert not list(journals.glob("partial-*"))
