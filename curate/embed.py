@@ -150,9 +150,7 @@ def embed_manifest(manifest_path, opts: EmbedOptions = EmbedOptions(), *, progre
     key = _key(opts)
     jobs = [row_job(folder, m.root, r) for r in df.to_dict("records")]
     journal = Journal(manifest_path, STAGE, key)
-    if opts.force:
-        journal.remove()
-    done = {} if opts.force else journal.load()
+    done = journal.begin(opts.force)
     prev = m.stage_params(STAGE) or {}
     if not opts.force and prev.get("key") == key and "embed_source" in df.columns:
         for r in df.to_dict("records"):

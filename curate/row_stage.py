@@ -86,6 +86,13 @@ class Journal:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def begin(self, force: bool) -> dict[str, dict]:
+        """The rows a run starts from: none with `force` (the journal is removed), else the journal's."""
+        if force:
+            self.remove()
+            return {}
+        return self.load()
+
 
 def run_chunks(chunks: Iterable[list], on_chunk: Callable[[list], None], *, every: int = 1 << 62,
                seconds: float = float("inf"), publish: Callable[[bool], None] | None = None) -> None:

@@ -146,9 +146,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
             j["hash_method"] = DEDUPE_METHOD
         jobs.append(j)
     plog = Journal(manifest_path, STAGE, _key(opts))
-    if opts.force:
-        plog.remove()
-    done = {} if opts.force else plog.load()
+    done = plog.begin(opts.force)
     same_checks = sorted(prev.get("checks") or {}) == sorted(checks.CHECKS)   # a new check measures all
     if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns and same_checks:
         for r in df.to_dict("records"):

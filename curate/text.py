@@ -142,11 +142,10 @@ def text_manifest(manifest_path, opts: TextOptions = TextOptions(), *, progress:
         raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
     df, folder = m.df, m.folder
     key = _key()
+    # the photo, not the crop: `sample` is what `stale_jobs` compares a reused row's `text_source` with
     jobs = [{**job, "sample": job["decoded"]} for job in (row_job(folder, m.root, r) for r in df.to_dict("records"))]
     journal = Journal(manifest_path, STAGE, key)
-    if opts.force:
-        journal.remove()
-    done = {} if opts.force else journal.load()
+    done = journal.begin(opts.force)
     prev = m.stage_params(STAGE) or {}
     if not opts.force and prev.get("key") == key and "text_source" in df.columns:
         _reused(df, done)

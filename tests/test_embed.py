@@ -11,7 +11,8 @@ from PIL import Image
 
 from manifests import read_manifest
 from tests.test_report import check_links, parse
-from tests.test_row_stage import _complete_lines, _kill_when_journal_has, _photos, _rerun_reused, _scanned_pair
+from tests.test_row_stage import (_complete_lines, _kill_when_journal_has, _killed_then_resumed, _photos,
+                                   _rerun_reused, _scanned_pair)
 
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
 
@@ -63,16 +64,8 @@ def test_stats_embeddings_on_real_photos_are_identical_twice(tmp_path, shared_da
 
 def test_embed_killed_mid_run_resumes_with_the_same_embeddings(tmp_path):
     photos = _photos(tmp_path / "photos", 240, size=(320, 240))
-    ref, work = _scanned_pair(photos, tmp_path)
-    subprocess.run([*CURATE, "embed", "--manifest", str(ref), "--no-progress", "--workers", "1"], check=True,
-                   capture_output=True, timeout=300)
-    cmd = [*CURATE, "embed", "--manifest", str(work), "--no-progress", "--workers", "1"]
-    if not _kill_when_journal_has(cmd, (work.parent / "cache" / "embed", "partial-*.jsonl"), lines=16):
-        pytest.skip("embed finished before the kill (machine too fast for this folder)")
-    done_before = _complete_lines(next((work.parent / "cache" / "embed").glob("partial-*.jsonl")))
-    assert _rerun_reused(cmd[3:], "row(s) to embed, ") >= done_before
+    ref, work = _killed_then_resumed("embed", photos, tmp_path, "row(s) to embed, ")
     assert _same(_vectors(ref), _vectors(work))
-    assert not list((work.parent / "cache" / "embed").glob("partial-*"))
 
 
 def test_ultralytics_backend_mechanics_with_a_random_init_model(tmp_path):

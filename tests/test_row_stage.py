@@ -82,6 +82,24 @@ def _complete_lines(journal: Path) -> int:
     return n
 
 
+def _killed_then_resumed(stage: str, photos: Path, tmp_path: Path, marker: str) -> tuple[Path, Path]:
+    """`curate STAGE --workers 1` on `photos` twice: uninterrupted into `ref`, and into `work` killed -9
+    once its journal has 16 lines, then run again. Checks the rerun reused at least what the journal
+    held (`marker`: the text before the reused count in its log) and left no journal; returns (ref,
+    work) for the caller to compare. Skips when the stage finished before the kill."""
+    ref, work = _scanned_pair(photos, tmp_path)
+    subprocess.run([*CURATE, stage, "--manifest", str(ref), "--no-progress", "--workers", "1"], check=True,
+                   capture_output=True, timeout=300)
+    cmd = [*CURATE, stage, "--manifest", str(work), "--no-progress", "--workers", "1"]
+    journals = work.parent / "cache" / stage
+    if not _kill_when_journal_has(cmd, (journals, "partial-*.jsonl"), lines=16):
+        pytest.skip(f"{stage} finished before the kill (machine too fast for this folder)")
+    done_before = _complete_lines(next(journals.glob("partial-*.jsonl")))
+    assert _rerun_reused(cmd[3:], marker) >= done_before
+    assert not list(journals.glob("partial-*"))
+    return ref, work
+
+
 def test_score_killed_mid_run_resumes_from_its_journal(tmp_path):
     """kill -9 of `curate score` after some rows: the rerun takes them from the journal, measures
     only the rest, and ends with the manifest an uninterrupted run makes; no journal is left."""

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from curate import text as text_stage
 from curate.checks import TEXT_SHARE
 from manifests import read_manifest
-from tests.test_row_stage import _rerun_reused
+from tests.test_row_stage import _killed_then_resumed, _photos, _rerun_reused
 
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
 
@@ -105,17 +105,6 @@ def _shares(manifest: Path) -> dict:
 
 @needs_detector
 def test_text_killed_mid_run_resumes_with_the_same_shares(tmp_path):
-    from tests.test_row_stage import _complete_lines, _kill_when_journal_has, _photos, _scanned_pair
-
     photos = _photos(tmp_path / "photos", 200, size=(320, 240))
-    ref, work = _scanned_pair(photos, tmp_path)
-    subprocess.run([*CURATE, "text", "--manifest", str(ref), "--no-progress", "--workers", "1"], check=True,
-                   capture_output=True, timeout=300)
-    cmd = [*CURATE, "text", "--manifest", str(work), "--no-progress", "--workers", "1"]
-    journals = work.parent / "cache" / "text"
-    if not _kill_when_journal_has(cmd, (journals, "partial-*.jsonl"), lines=16):
-        pytest.skip("text finished before the kill (machine too fast for this folder)")
-    done_before = _complete_lines(next(journals.glob("partial-*.jsonl")))
-    assert _rerun_reused(cmd[3:], "row(s) to measure, ") >= done_before
+    ref, work = _killed_then_resumed("text", photos, tmp_path, "row(s) to measure, ")
     assert _shares(ref) == _shares(work)
-    assert not list(journals.glob("partial-*"))
