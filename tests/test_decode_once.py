@@ -169,6 +169,46 @@ def test_reduced_phash_is_within_a_few_bits_of_imagehash_on_real_photos(shared_d
     assert sum(d == 0 for d in dist) >= 0.9 * len(dist)
 
 
+def _imagehash_bits(reduced: Image.Image, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """imagehash's own pHash of an image already reduced to 4k x 4k, and of its mirror image."""
+    flip = reduced.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return (np.asarray(imagehash.phash(reduced, hash_size=k).hash),
+            np.asarray(imagehash.phash(flip, hash_size=k).hash))
+
+
+def test_phash_bits_are_imagehash_bits(tmp_path):
+    """`phash_bits` (two matrix products, the mirror from sign flips) gives imagehash's pHash
+    bits, for the photo and its mirror, at both hash sizes: on noise, gradients and shapes."""
+    from curate.hashing import phash_bits
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:256, 0:256]
+    pictures = [rng.integers(0, 256, (256, 256)), (xx + 2 * yy) % 256, ((xx - 90) ** 2 + (yy - 140) ** 2 < 3000) * 200,
+                np.clip(rng.normal(128, 40, (64, 300)), 0, 255)]
+    for k in (8, 16):
+        for a in pictures:
+            reduced = Image.fromarray(a.astype(np.uint8)).resize((4 * k, 4 * k), Image.Resampling.LANCZOS)
+            mine, theirs = phash_bits(reduced, k), _imagehash_bits(reduced, k)
+            assert all(np.array_equal(x, y) for x, y in zip(mine, theirs))
+    with pytest.raises(ValueError, match="32x32"):
+        phash_bits(Image.new("L", (40, 32)), 8)
+
+
+def test_phash_bits_are_imagehash_bits_on_real_photos(shared_data):
+    """On 200 scraped web photos, bit for bit, 64 and 256 bits, photo and mirror (the reduction
+    is `hash_set`'s; a difference here would change stored hashes, and `HASH_VERSION` with them)."""
+    from curate.hashing import FINE_SIZE, HASH_SIZE, REDUCING_GAP, phash_bits
+
+    photos = sorted(p for p in (shared_data / "web").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[::5][:200]
+    assert len(photos) == 200
+    for p in photos:
+        grey = load_rgb(p).convert("L")
+        for k in (HASH_SIZE, FINE_SIZE):
+            reduced = grey.resize((4 * k, 4 * k), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+            mine, theirs = phash_bits(reduced, k), _imagehash_bits(reduced, k)
+            assert all(np.array_equal(x, y) for x, y in zip(mine, theirs)), (p.name, k)
+
+
 def test_hashes_of_another_hash_version_are_made_again(tmp_path, dup_folder, caplog):
     """A manifest deduped by a version whose hashes differ (its `hash_tag`) is hashed afresh, and its
     hand-off is not taken; hashes of this version are reused."""
