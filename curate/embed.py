@@ -31,15 +31,26 @@ log = logging.getLogger(__name__)
 STAGE = "embed"
 VERSION = "v1"
 OUTLIER_K = 5            # the outlier check's distance is to the k-th nearest primary sample
+STATS_SIDE = 128         # the stats backend measures the crop's longer side at this
+# The square a model's backbone embeds each crop on. Scraped crops are mostly smaller than it (web
+# photos: median 183 x 275 px), so at the detector's own 640 px the backbone ran mostly over grey
+# margin. At 384: 2.2x faster than 640; on the web labels keep and reject recall moved by one photo
+# at most (docs/agreement.md, item 15).
+MODEL_SIDE = 384
 
 
 @dataclass(frozen=True)
 class EmbedOptions:
     backend: str = "stats"
     weights: str | None = None      # ultralytics: a .pt (or .yaml: random init, seeded); tflite: a .tflite
-    size: int = 128                 # stats: longer side measured; ultralytics: the model's imgsz (tflite: its own)
+    size: int | None = None         # stats: longer side measured (STATS_SIDE); a model: the square the crop
+                                    # is letterboxed on (MODEL_SIDE; tflite: a multiple of 32)
     workers: int | None = None      # stats: processes (the model backends run one model in one process)
     force: bool = False
+
+    def __post_init__(self):
+        if self.size is None:
+            object.__setattr__(self, "size", STATS_SIDE if self.backend == "stats" else MODEL_SIDE)
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -50,6 +61,9 @@ class EmbedOptions:
             check_ultralytics_weights(self.weights)
         elif self.backend == "tflite":
             check_tflite_weights(self.weights)
+            if self.size % 32:
+                raise UserError(f"--size {self.size}: --backend tflite runs the backbone on a square of a "
+                                "multiple of 32 px (its stride); try 320 or 640")
         elif self.weights:
             raise UserError(f"--weights goes with --backend ultralytics or tflite, not {self.backend}")
 

@@ -23,7 +23,9 @@ Examples:
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=D.backend, show_default=True,
               help="; ".join(f"{b.name}: {b.doc}" for b in BACKENDS.values()))
 @click.option("--weights", default=None, help="--backend ultralytics: a YOLO .pt file (or a model .yaml); --backend tflite: a .tflite export.")
-@click.option("--size", type=int, default=D.size, show_default=True, help="Size the crop is embedded at (px).")
+@click.option("--size", type=int, default=None,
+              help="Size the crop is embedded at (px): the stats backend's longer side (default 128), a model's "
+                   "square (default 384; tflite: a multiple of 32).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes (stats backend; the others run one model in this process).")
 @click.option("--force", is_flag=True, help="Embed every row again.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

@@ -63,10 +63,12 @@ def backbone_only(model: bytes, index: int) -> bytes:
 class TFLiteFeatures:
     """One interpreter of the rewritten model; call it with a PIL image for its unit vector."""
 
-    def __init__(self, model: bytes, index: int, threads: int = 1):
+    def __init__(self, model: bytes, index: int, threads: int = 1, side: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.it = Interpreter(model_content=model, num_threads=threads)
+        if side is not None:    # the backbone is all convolutions and pools: any multiple of 32 runs
+            self.it.resize_tensor_input(self.it.get_input_details()[0]["index"], [1, side, side, 3])
         self.it.allocate_tensors()
         self.inp = self.it.get_input_details()[0]
         self.out = index
@@ -86,14 +88,15 @@ class TFLiteFeatures:
 class TFLiteCopies:
     """Copies of the features side by side, one per core, each in its own thread."""
 
-    def __init__(self, path: str, cpus: int | None = None):
+    def __init__(self, path: str, cpus: int | None = None, side: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         raw = Path(path).read_bytes()
         index = sppf_output(Interpreter(model_content=raw).get_tensor_details())
         model = backbone_only(raw, index)
         n, threads = share_cpus(max(1, cpus or cpus_here()))
-        self.lender = Lender(TFLiteFeatures(model, index, threads=threads) for _ in range(n))
+        self.lender = Lender(TFLiteFeatures(model, index, threads=threads, side=side)
+                             for _ in range(n))
         self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="embed")
 
     def _one(self, img) -> np.ndarray:

@@ -118,9 +118,9 @@ def check_tflite_weights(weights) -> None:
 def _tflite(images, size: int, weights=None) -> list[np.ndarray]:
     from .embed_tflite import TFLiteCopies
 
-    key = f"tflite:{weights}"
+    key = f"tflite:{weights}:{size}"
     if key not in _models:
-        _models[key] = TFLiteCopies(str(weights))
+        _models[key] = TFLiteCopies(str(weights), side=size)
     return _models[key](images)
 
 

@@ -103,7 +103,7 @@ def embed_options(opts: RunOptions, weights: Path):
     backend = {".tflite": "tflite", ".pt": "ultralytics"}.get(Path(weights).suffix.lower(), "stats")
     if opts.embed == "stats" or backend == "stats":
         return EmbedOptions(workers=opts.workers)
-    return EmbedOptions(backend=backend, weights=str(weights), size=640)   # the detector's input size
+    return EmbedOptions(backend=backend, weights=str(weights))     # at MODEL_SIDE
 
 
 def _run_locked(folder: Path | str, workdir: Path, opts: RunOptions, progress: bool) -> RunResult:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.errors import UserError
 from manifests import read_manifest
 from tests.test_report import check_links, parse
 from tests.test_row_stage import (_complete_lines, _kill_when_journal_has, _killed_then_resumed, _photos,
@@ -212,3 +213,24 @@ def test_tflite_features_of_the_backbone_alone_equal_the_kept_intermediate_tenso
     assert [d["index"] for d in Interpreter(model_content=small).get_output_details()] == [index]
     n_ops = [len(schema.ModelT.InitFromPackedBuf(bytearray(b), 0).subgraphs[0].operators) for b in (raw, small)]
     assert n_ops[1] < 0.6 * n_ops[0]                                 # no neck, no detection head
+
+
+@pytest.mark.slow
+def test_tflite_backbone_runs_at_a_smaller_square_with_nearly_the_same_features(shared_data, tflite_weights):
+    """`--size` resizes the backbone's input (`curate run` embeds at `MODEL_SIDE`): the interpreter
+    then runs on that square, and a web photo's features stay close to the 640 px ones (its pixels
+    are the same; only the grey margin around them shrinks). Not a multiple of 32: one line."""
+    from curate.embed import MODEL_SIDE, EmbedOptions
+    from curate.embed_tflite import TFLiteCopies
+    from curate.hashing import load_rgb
+
+    images = [load_rgb(p) for p in sorted((shared_data / "web" / "bikes").iterdir())[::90]]
+    small, full = TFLiteCopies(str(tflite_weights), cpus=1, side=MODEL_SIDE), TFLiteCopies(str(tflite_weights), cpus=1)
+    with small.lender.lend() as f:
+        assert [int(v) for v in f.inp["shape"]] == [1, MODEL_SIDE, MODEL_SIDE, 3]
+    cos = [float(a @ b) for a, b in zip(small(images), full(images))]
+    assert len(cos) >= 10 and min(cos) > 0.8, cos
+    different = TFLiteCopies(str(tflite_weights), cpus=1, side=MODEL_SIDE + 32)(images[:1])[0]
+    assert not np.array_equal(different, small(images[:1])[0])     # the size is honoured, not ignored
+    with pytest.raises(UserError, match="multiple of 32"):
+        EmbedOptions(backend="tflite", weights=str(tflite_weights), size=100).check()
