@@ -38,7 +38,8 @@ CLOSEUP_RANK = 0.5
 # that it does not look like the folder's whole bikes (docs/agreement.md): a box filling at least
 # ODD_CLOSEUP_FILL of the frame into a corner, and an outlier rank of at least the threshold.
 ODD_CLOSEUP_FILL = 0.5
-ODD_CLOSEUP_THRESHOLD = 0.7
+ODD_CLOSEUP_THRESHOLD = 0.65   # 0.7 with the embeddings at 640 px; at 384 (item 15) 0.65 takes 6 more
+#                                person-rejects and 1 keep on the web labels (docs/agreement.md, item 16)
 SEVERAL_THRESHOLD = 0.4    # the second bike at least ~2/3 the main one's size each way
 OUTLIER_OFF = 1.01         # above any score: the outlier check flags nothing until its precision is measured
 #                            (set --threshold outlier=0.95, or let `curate calibrate` fit it to your tags)
