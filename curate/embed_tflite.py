@@ -61,7 +61,8 @@ def backbone_only(model: bytes, index: int) -> bytes:
 
 
 class TFLiteFeatures:
-    """One interpreter of the rewritten model; call it with a PIL image for its unit vector."""
+    """One interpreter of the rewritten model; call it with a PIL image for its unit vector. `side`: the
+    square it runs on (a multiple of 32), else the file's own input size."""
 
     def __init__(self, model: bytes, index: int, threads: int = 1, side: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
