@@ -32,9 +32,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from manifests import Manifest, UserError, merge_columns, read_manifest, write_manifest
+from manifests import Manifest, UserError, read_manifest, write_manifest
 from manifests.paths import present
 
 from .grouping import exact_pairs, near_pairs
@@ -137,7 +136,7 @@ def _quality(row: dict) -> tuple:
     """Higher is better: no other reject rule fires, bike not cut off (the `cut_off` check's flag),
     larger crop, sharper, less busy."""
     cut = row.get("cut_off")
-    not_cut = 0 if (cut is True or (cut is not None and cut is not pd.NA and bool(cut))) else 1
+    not_cut = 0 if present(cut) and bool(cut) else 1
     busy = row.get("busy")
     return (0 if row.get("rejected_as") else 1, not_cut, row.get("area") or 0, row.get("sharp") or 0.0,
             -(busy if busy is not None else 0.0))
@@ -189,7 +188,7 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def rejected_otherwise(df: pd.DataFrame) -> list[str | None]:
+def rejected_otherwise(df) -> list[str | None]:
     """Per row, the reason `curate filter`'s automatic rules would reject it for if duplicates were
     allowed, else None: a group's keeper should be a copy that stays. (A reviewer's reject is about
     the picture, which its copies share: it does not make another copy the keeper; see
@@ -199,29 +198,27 @@ def rejected_otherwise(df: pd.DataFrame) -> list[str | None]:
     return decide(df, FilterOptions(disabled=("duplicate",), use_review=False)).reason
 
 
-def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
-    """From per-row hashes and quality (`q`, one row per manifest row, in order) to the dup columns.
+def group_rows(rows: list[dict], opts: DedupeOptions) -> dict[str, list]:
+    """From per-row hashes and quality (`rows`, one per manifest row, in order) to the dup columns.
 
-    `q` columns: sample_id, path, crop_index, pixel_hash, phash, phash_mirror, phash_fine,
+    Row keys: sample_id, path, crop_index, pixel_hash, phash, phash_mirror, phash_fine,
     phash_fine_mirror, phash_full*, area, size, sharp, busy, cut_off, rejected_as (see
-    `rejected_otherwise`), primary_box (optional).
+    `rejected_otherwise`), primary_box (optional); a missing key is a null.
     """
     from .grouping import connected_groups
     from .hashing import signatures_match
 
-    n = len(q)
-    nn = lambda col: [v if col in q.columns and present(v) else None  # noqa: E731
-                      for v in (q[col].tolist() if col in q.columns else [None] * n)]
+    n = len(rows)
+    nn = lambda col: [v if present(v) else None for v in (r.get(col) for r in rows)]  # noqa: E731
     sig, h, hm, fine, fine_m = (nn(c) for c in ("pixel_hash", "phash", "phash_mirror",
                                                   "phash_fine", "phash_fine_mirror"))
-    crop_index = [int(v) for v in q["crop_index"].fillna(0).tolist()]
+    crop_index = [int(v) if present(v) else 0 for v in (r.get("crop_index") for r in rows)]
     # whole-photo hashes: one per file (its primary sample), or every crop of it would match
     hf, hfm, ff, ffm = ([v if crop_index[i] == 0 else None for i, v in enumerate(nn(c))]
                         for c in ("phash_full", "phash_full_mirror", "phash_full_fine", "phash_full_fine_mirror"))
     ex = exact_pairs(sig, crop_index, opts.exact_tol)
     near = near_pairs(h, hm, fine, fine_m, opts)
-    boxes = [_unit_box(sig[i], _list(b)) for i, b in
-             enumerate(q["primary_box"].tolist() if "primary_box" in q.columns else [None] * n)]
+    boxes = [_unit_box(sig[i], _list(r.get("primary_box"))) for i, r in enumerate(rows)]
     near_full = [(i, j, d, mir) for i, j, d, mir in near_pairs(hf, hfm, ff, ffm, opts)
                  if _iou(boxes[i], _mirror_box(boxes[j]) if mir else boxes[j]) >= SAME_SUBJECT_IOU]
     log.info("dedupe: %d exact pair(s), %d near pair(s) of crops, %d of whole photos", len(ex), len(near),
@@ -235,7 +232,6 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
                 linked[(i, j)] = (d, what, mir)
     labels = connected_groups(n, pairs)
     sizes = np.bincount(labels, minlength=n)
-    rows = q.to_dict("records")
     order_key = [(str(r["path"]), crop_index[i]) for i, r in enumerate(rows)]
 
     dup_group = [None] * n
@@ -272,14 +268,8 @@ def group_rows(q: pd.DataFrame, opts: DedupeOptions) -> pd.DataFrame:
             else:
                 kind = "near duplicate (through another copy in its group)"
             reason[i] = f"{kind} of {rows[best]['sample_id']} ({rows[best]['path']})"
-    return pd.DataFrame({
-        "sample_id": q["sample_id"].astype("string"),
-        "dup_group": pd.array(dup_group, dtype="Int64"),
-        "is_duplicate": pd.array(is_dup, dtype="boolean"),
-        "dup_keeper": pd.array(keeper, dtype="boolean"),
-        "dup_rank": pd.array(rank, dtype="Int32"),
-        "dup_reason": pd.array(reason, dtype="string"),
-    })
+    return {"sample_id": [str(r["sample_id"]) for r in rows], "dup_group": dup_group, "is_duplicate": is_dup,
+            "dup_keeper": keeper, "dup_rank": rank, "dup_reason": reason}
 
 
 # ------------------------------------------------------------------ the stage
@@ -299,10 +289,10 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     m = read_manifest(manifest_path)
     if m.root is None:
         raise UserError(f"{manifest_path}: manifest has no root folder (was it written by curate scan?)")
-    df = m.df
+    rows, cols = m.records(), set(m.columns)
     folder = m.folder
     jobs = []
-    for r in df.to_dict("records"):
+    for r in rows:
         job = row_job(folder, m.root, r)
         # keeper quality comes from `curate score` when it has run: no second measurement
         job["measure"] = not (present(r.get("blur_raw")) and present(r.get("busy_raw")))
@@ -315,8 +305,8 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
         handed.remove()
     # rows hashed by an earlier complete run with the same method (and version) and source are reused
     prev = m.stage_params(STAGE) or {}
-    if not opts.force and prev.get("hash_tag") == hash_tag(opts.method) and {"hash_source", "phash_full"} <= set(df.columns):
-        for r in df.to_dict("records"):
+    if not opts.force and prev.get("hash_tag") == hash_tag(opts.method) and {"hash_source", "phash_full"} <= cols:
+        for r in rows:
             sid = str(r["sample_id"])
             if sid not in done and present(r.get("hash_source")) and present(r.get("q_area")):
                 done[sid] = {c: (r.get(c) if present(r.get(c)) else None)
@@ -328,54 +318,35 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     workers = resolve_workers(opts.workers)
     run_rows(partial(hash_chunk, method=opts.method), todo, done, plog, workers=workers, progress=progress,
              desc="dedupe: hashing", unit="img", prepare=lambda r: {**r, "hash_source": relative_source(folder, r["hash_source"])})
-    res_cols = ["sample_id", *HASH_COLUMNS, "hash_source", "q_area", "q_size", "q_sharp", "q_busy"]
-    res = pd.DataFrame([{**{c: None for c in res_cols}, **done.get(j["sample_id"], {}),
-                         "sample_id": j["sample_id"]} for j in jobs], columns=res_cols)
+    res_cols = [*HASH_COLUMNS, "hash_source", "q_area", "q_size", "q_sharp", "q_busy"]
+    res = [{c: _plain(done.get(j["sample_id"], {}).get(c)) for c in res_cols} for j in jobs]
+    rejected = rejected_otherwise(m.table)
     # keeper quality: score columns when present (more faithful), else what hashing measured
-    q = pd.DataFrame({
-        "sample_id": df["sample_id"].astype(str).to_numpy(),
-        "path": df["path"].astype(str).to_numpy(),
-        "crop_index": df["crop_index"].to_numpy(),
-        "pixel_hash": res["pixel_hash"].to_numpy(), "phash": res["phash"].to_numpy(),
-        "phash_mirror": res["phash_mirror"].to_numpy(), "phash_fine": res["phash_fine"].to_numpy(),
-        "phash_fine_mirror": res["phash_fine_mirror"].to_numpy(),
-        **{c: res[c].to_numpy() for c in HASH_COLUMNS if c.startswith("phash_full")},
-        "hash_error": res["hash_error"].to_numpy(),
-        "area": res["q_area"].to_numpy(), "size": res["q_size"].to_numpy(),
-        "sharp": _prefer(df, "blur_raw", res["q_sharp"]),
-        "busy": _prefer(df, "busy_raw", res["q_busy"]),
-        "cut_off": df["cut_off_flag"].to_numpy() if "cut_off_flag" in df.columns else [None] * len(df),
-        "rejected_as": rejected_otherwise(df),
-        "sha256": df["sha256"].astype("string").to_numpy() if "sha256" in df.columns else [None] * len(df),
-        "primary_box": df["primary_box"].tolist() if "primary_box" in df.columns else [None] * len(df),
-    })
-    q = q.astype(object).where(pd.notna(q), None)
+    q = [{"sample_id": str(r["sample_id"]), "path": str(r["path"]), "crop_index": r.get("crop_index"),
+          **{c: h[c] for c in HASH_COLUMNS}, "area": h["q_area"], "size": h["q_size"],
+          "sharp": _prefer(r.get("blur_raw"), h["q_sharp"]), "busy": _prefer(r.get("busy_raw"), h["q_busy"]),
+          "cut_off": r.get("cut_off_flag"), "rejected_as": why, "sha256": r.get("sha256"),
+          "primary_box": r.get("primary_box")}
+         for r, h, why in zip(rows, res, rejected)]
     groups = group_rows(q, opts)
-    new = pd.DataFrame({
-        "sample_id": df["sample_id"].astype("string").to_numpy(),
-        **{c: pd.array(res[c].tolist(), dtype="string") for c in HASH_COLUMNS},
-        "hash_source": pd.array(res["hash_source"].tolist(), dtype="string"),
-        "q_area": pd.array(res["q_area"].tolist(), dtype="Int64"),
-        "q_size": pd.array(res["q_size"].tolist(), dtype="string"),
-        "q_sharp": pd.array(res["q_sharp"].tolist(), dtype="Float32"),
-        "q_busy": pd.array(res["q_busy"].tolist(), dtype="Float32"),
-    })
-    for c in ("dup_group", "is_duplicate", "dup_keeper", "dup_rank", "dup_reason"):
-        new[c] = groups[c].to_numpy()
-        new[c] = new[c].astype(groups[c].dtype)
-    m.df = merge_columns(df, new)
+    m.with_columns({"sample_id": groups["sample_id"], **{c: [h[c] for h in res] for c in res_cols},
+                    **{c: groups[c] for c in ("dup_group", "is_duplicate", "dup_keeper", "dup_rank", "dup_reason")}})
     params = {**asdict(opts), "workers": workers, **engine.current().describe(), "hash_bits": 64, "fine_bits": FINE_BITS,
               "hash_tag": hash_tag(opts.method),
-              "signature": "16x16 area-averaged luma + size", "groups": int(groups["dup_group"].nunique()),
-              "duplicates": int(groups["is_duplicate"].fillna(False).sum())}
+              "signature": "16x16 area-averaged luma + size",
+              "groups": len({g for g in groups["dup_group"] if g is not None}),
+              "duplicates": sum(v is True for v in groups["is_duplicate"])}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     plog.remove()
     handed.remove()
     return m
 
 
-def _prefer(df: pd.DataFrame, col: str, fallback: pd.Series):
-    if col in df.columns:
-        have = df[col].astype("Float64")
-        return have.fillna(pd.Series(fallback.to_numpy(), index=have.index).astype("Float64")).to_numpy()
-    return fallback.to_numpy()
+def _prefer(have, fallback):
+    """Score's value where it has one, else what hashing measured."""
+    return have if present(have) else _plain(fallback)
+
+
+def _plain(v):
+    """A journal or manifest value as stored: None for a null (NaN included)."""
+    return None if v is None or (isinstance(v, float) and v != v) else v

@@ -42,9 +42,9 @@ def dedupe(manifest, method, threshold, fine_threshold, mirror, exact_tol, worke
     opts = DedupeOptions(method=method, threshold=threshold, fine_threshold=fine_threshold,
                          mirror=mirror, exact_tol=exact_tol, workers=workers, force=force)
     m = dedupe_manifest(manifest, opts, progress=not no_progress)
-    df = m.df
-    groups = int(df["dup_group"].nunique())
-    dups = int(df["is_duplicate"].fillna(False).sum())
-    unhashed = int(df["is_duplicate"].isna().sum())
-    click.echo(f"{manifest}: {len(df)} rows, {groups} duplicate group(s), {dups} duplicate(s) marked, "
+    dup = m.column("is_duplicate")
+    groups = len({g for g in m.column("dup_group") if g is not None})
+    dups = sum(v is True for v in dup)
+    unhashed = sum(v is None for v in dup)
+    click.echo(f"{manifest}: {len(m)} rows, {groups} duplicate group(s), {dups} duplicate(s) marked, "
                f"{unhashed} not hashable")

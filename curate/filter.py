@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from manifests import Manifest, read_manifest, write_manifest
 from common.errors import UserError
-from manifests.paths import is_within
+from manifests.paths import is_within, present
 
 from .work_lock import locks_manifest
 
@@ -53,12 +52,26 @@ class Rule:
         return bool(set(self.columns) & columns) if self.any_column else set(self.columns) <= columns
 
 
-def _bool(df: pd.DataFrame, col: str) -> np.ndarray:
-    return df[col].astype("boolean").fillna(False).to_numpy(dtype=bool)
+def _columns(df) -> list[str]:
+    """Column names of a DataFrame or an Arrow table (the rules read either: `curate dedupe` asks
+    `decide` about a manifest it reads without pandas)."""
+    return list(df.column_names) if hasattr(df, "column_names") else list(df.columns)
 
 
-def _str_in(df: pd.DataFrame, col: str, values) -> np.ndarray:
-    return df[col].astype("string").isin(list(values)).fillna(False).to_numpy(dtype=bool)
+def _values(df, col: str) -> list:
+    """A column of a DataFrame or an Arrow table as plain values, None for a null."""
+    if hasattr(df, "column_names"):
+        return df.column(col).to_pylist()
+    return [v if present(v) else None for v in df[col].tolist()]
+
+
+def _bool(df, col: str) -> np.ndarray:
+    return np.array([v is not None and bool(v) for v in _values(df, col)], dtype=bool)
+
+
+def _str_in(df, col: str, values) -> np.ndarray:
+    values = {str(v) for v in values}
+    return np.array([v is not None and str(v) in values for v in _values(df, col)], dtype=bool)
 
 
 # Scan statuses that a repaired copy can rescue; any other non-ok status (a file that has become
@@ -68,7 +81,7 @@ RESCUABLE = ["truncated", "corrupt"]
 
 def _unreadable(df: pd.DataFrame) -> np.ndarray:
     bad = ~_str_in(df, "status", ["ok"])
-    if "repair_action" in df.columns:
+    if "repair_action" in _columns(df):
         rescued = _str_in(df, "repair_action", REPAIRED) & _str_in(df, "status", ["ok", *RESCUABLE])
         bad = (bad & ~rescued) | _str_in(df, "repair_action", ["unrecoverable"])
     return bad
@@ -92,8 +105,8 @@ def _not_measured(df: pd.DataFrame) -> np.ndarray:
     says they are good, and training could not read them either."""
     out = np.zeros(len(df), dtype=bool)
     for col in ("score_error", "hash_error"):
-        if col in df.columns:
-            out |= df[col].astype("string").fillna("").str.len().gt(0).to_numpy(dtype=bool)
+        if col in _columns(df):
+            out |= np.array([v is not None and len(str(v)) > 0 for v in _values(df, col)], dtype=bool)
     return out
 
 
@@ -160,8 +173,8 @@ def rule_masks(df: pd.DataFrame, rules: list[Rule]) -> dict[str, np.ndarray]:
 
 
 def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
-    """The verdict for every row of a manifest table (no I/O)."""
-    rules = applicable_rules(df.columns)
+    """The verdict for every row of a manifest table, a DataFrame or an Arrow table (no I/O)."""
+    rules = applicable_rules(_columns(df))
     from .checks import CHECKS
 
     known = {r.name for r in rules} | set(RULES) | set(CHECKS)
@@ -187,10 +200,10 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
     auto = np.array([x is not None for x in reason], dtype=bool)
     keep = ~auto
     restored = 0
-    if opts.use_review and "review_decision" in df.columns:
-        decision = df["review_decision"].astype("string").str.lower()
-        want_keep = decision.eq("keep").fillna(False).to_numpy(dtype=bool)
-        want_reject = decision.eq("reject").fillna(False).to_numpy(dtype=bool)
+    if opts.use_review and "review_decision" in _columns(df):
+        decision = [None if v is None else str(v).lower() for v in _values(df, "review_decision")]
+        want_keep = np.array([v == "keep" for v in decision], dtype=bool)
+        want_reject = np.array([v == "reject" for v in decision], dtype=bool)
         blocked = want_keep & hard
         if blocked.any():
             log.warning("%d sample(s) tagged keep cannot be kept: %s", int(blocked.sum()),
@@ -216,17 +229,19 @@ def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> tuple[np.
     (A reviewer's reject is about the picture, which its copies share: it hands nothing over.)"""
     dup = fired["duplicate"].copy()
     handed: dict[int, list[int]] = {}
-    if "dup_group" not in df.columns:
+    cols = _columns(df)
+    if "dup_group" not in cols:
         return dup, handed
     other = np.zeros(len(df), dtype=bool)
     for name, mask in fired.items():
         if name != "duplicate":
             other |= mask
-    if "dup_rank" in df.columns:
-        rank = df["dup_rank"].astype("Float64").fillna(np.inf).to_numpy(dtype=float)
+    if "dup_rank" in cols:
+        rank = np.array([np.inf if v is None else float(v) for v in _values(df, "dup_rank")], dtype=float)
     else:  # written before dup_rank: the keeper first
-        rank = np.where(df.get("dup_keeper", pd.Series([False] * len(df))).astype("boolean").fillna(False), 0.0, 1.0)
-    groups = df["dup_group"].astype("Int64").to_numpy(dtype=float, na_value=np.nan)
+        keeper = _bool(df, "dup_keeper") if "dup_keeper" in cols else np.zeros(len(df), dtype=bool)
+        rank = np.where(keeper, 0.0, 1.0)
+    groups = np.array([np.nan if v is None else float(v) for v in _values(df, "dup_group")], dtype=float)
     for g in np.unique(groups[~np.isnan(groups)]):
         members = sorted(np.flatnonzero(groups == g), key=lambda i: (rank[i], i))
         survivor = next((i for i in members if not other[i]), None)
@@ -284,12 +299,14 @@ class FilterResult:
 
 def _rebase_paths(df: pd.DataFrame, src_folder: Path, dst_folder: Path) -> pd.DataFrame:
     """Cache paths are relative to the manifest's folder; re-point them for a manifest elsewhere."""
+    import pandas as pd
+
     if src_folder.resolve() == dst_folder.resolve():
         return df
     df = df.copy()
     for col in [c for c in df.columns if c.endswith("_path") and c != "path"]:
         def move(v):
-            if v is None or v is pd.NA or (isinstance(v, float) and v != v) or os.path.isabs(str(v)):
+            if not present(v) or os.path.isabs(str(v)):
                 return v
             return Path(os.path.relpath(src_folder / str(v), dst_folder)).as_posix()
         df[col] = pd.Series([move(v) for v in df[col].tolist()], index=df.index, dtype=df[col].dtype)
@@ -328,6 +345,8 @@ def filter_manifest(manifest_path: Path, out_path: Path | None = None,
     if m.root and is_within(out_path.parent, m.root) and not beside:
         raise UserError(f"-o {out_path}: inside the scanned folder {m.root}, whose next scan would take it "
                         "for a photo; put it beside the manifest or outside that folder")
+    import pandas as pd
+
     _warn_missing(m)
     v = decide(m.df, opts)
     df = _hand_over(m.df.reset_index(drop=True), v)

@@ -31,11 +31,9 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-import pandas as pd
-
 from manifests import read_manifest, write_manifest
 from common.errors import UserError
-from manifests.io import merge_columns
+from manifests.io import Manifest
 from manifests.paths import cache_file, relative_to_manifest
 from manifests.schema import repair as repair_schema
 
@@ -48,7 +46,6 @@ from .work_lock import locks_manifest
 
 __all__ = ["RepairOptions", "repair_manifest", "repair_file", "fine_as_is", "REPAIRABLE"]
 
-_PANDAS_DTYPES = {"string": "string", "int32": "Int32", "float": "float32"}
 CACHE_KIND = "repaired"
 if REPAIR_COLUMNS != [f.name for f in repair_schema.FIELDS]:
     raise RuntimeError("curate.repair_worker.REPAIR_COLUMNS is out of step with manifests.schema.repair")
@@ -62,12 +59,10 @@ def cache_target(manifest_path: str | os.PathLike, row: dict, key: str) -> tuple
     return str(target), relative_to_manifest(manifest_path, target)
 
 
-def repair_frame(results: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(results, columns=["sample_id", *REPAIR_COLUMNS])
-    df["sample_id"] = df["sample_id"].astype("string")
-    for f in repair_schema.FIELDS:
-        df[f.name] = df[f.name].astype(_PANDAS_DTYPES[str(f.type)])
-    return df
+def repair_columns(results: list[dict]) -> dict[str, list]:
+    """The repair columns of `results` (one per row), by sample id, for `Manifest.with_columns`."""
+    return {"sample_id": [str(r["sample_id"]) for r in results],
+            **{c: [r.get(c) if present(r.get(c)) else None for r in results] for c in REPAIR_COLUMNS}}
 
 
 def _clean_row(r: dict) -> dict:
@@ -96,8 +91,8 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
     folder = manifest_path.parent
     wanted = [c for c in ("sample_id", "path", "status", "error", "format", "mode", "n_frames",
                           "exif_orientation", "icc_profile", "sha256",
-                          "repair_key", "repair_action", "repaired_path") if c in m.df.columns]
-    rows = [_clean_row(r) for r in m.df.loc[m.df["crop_index"] == 0, wanted].to_dict("records")]
+                          "repair_key", "repair_action", "repaired_path") if c in m.columns]
+    rows = [_clean_row(r) for r in m.records([*wanted, "crop_index"]) if r.pop("crop_index") == 0]
     results: dict[str, dict] = {}
     todo: list[dict] = []
     reused = 0
@@ -118,14 +113,13 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
             todo.append(r)
     params = {**asdict(opts), "background": opts.background_hex(), "repair_key": key,
               "workers": workers, **engine.current().describe()}
-    base_history = list(m.history)
+    base_history, base = list(m.history), m.table
 
     def write(complete: bool) -> None:
-        df = m.df
+        out = Manifest(table=base, root=m.root, history=list(base_history))
         if results:
-            df = merge_columns(df, repair_frame(list(results.values())))
-        df = _copy_to_crop_rows(df)
-        out = type(m)(df=df, root=m.root, history=list(base_history))
+            out.with_columns(repair_columns(list(results.values())))
+        _copy_to_crop_rows(out)
         counts = Counter(r["repair_action"] for r in results.values())
         write_manifest(out, manifest_path, stage="repair", input_path=manifest_path,
                        params={**params, "complete": complete, "reused": reused,
@@ -143,14 +137,18 @@ def repair_manifest(manifest_path: str | os.PathLike, opts: RepairOptions = Repa
     return read_manifest(manifest_path)
 
 
-def _copy_to_crop_rows(df: pd.DataFrame) -> pd.DataFrame:
+def _copy_to_crop_rows(m: Manifest) -> None:
     """Rows added by detect (crop_index > 0) share their file's repair columns."""
-    crops = df["crop_index"] != 0
-    if not crops.any() or "repair_action" not in df.columns:
-        return df
-    df = df.copy()
-    base = df.loc[~crops].drop_duplicates("path").set_index("path")
-    for c in REPAIR_COLUMNS:
-        if c in df.columns:
-            df.loc[crops, c] = df.loc[crops, "path"].map(base[c]).to_numpy()
-    return df
+    if "repair_action" not in m.columns:
+        return
+    rows = m.records(["sample_id", "path", "crop_index", *REPAIR_COLUMNS])
+    crops = [r for r in rows if r["crop_index"] != 0]
+    if not crops:
+        return
+    base: dict[str, dict] = {}
+    for r in rows:
+        if r["crop_index"] == 0:
+            base.setdefault(r["path"], r)
+    have = [c for c in REPAIR_COLUMNS if c in m.columns]
+    m.with_columns({"sample_id": [r["sample_id"] for r in crops],
+                    **{c: [base.get(r["path"], {}).get(c) for r in crops] for c in have}})

@@ -49,6 +49,7 @@ def repair(manifest, workers, background, min_recovered, max_frames, icc_to_srgb
     opts = RepairOptions(background=background, min_recovered=min_recovered,
                          max_frames=max_frames, icc_to_srgb=icc_to_srgb)
     m = repair_manifest(manifest, opts, workers=workers, progress=not no_progress)
-    counts = Counter(m.df.loc[m.df["crop_index"] == 0, "repair_action"].dropna())
+    counts = Counter(r["repair_action"] for r in m.records(["crop_index", "repair_action"])
+                     if r["crop_index"] == 0 and r["repair_action"] is not None)
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     click.echo(f"{sum(counts.values())} files -> {manifest} ({summary})")

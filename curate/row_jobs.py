@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from manifests.paths import decoded_path, present, sample_image_path
 
 
 def _list(v):
-    if v is None or v is pd.NA:
+    """A list cell as a list (None for a null or an empty list); rows come as pandas or Arrow
+    records, so pandas' NA is recognised by type name (this module does not import pandas)."""
+    if v is None or type(v).__name__ == "NAType":
         return None
     try:
         out = list(v)

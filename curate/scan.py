@@ -39,10 +39,11 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 
 from manifests import is_manifest, read_manifest, sample_id, write_manifest
 from common.errors import UserError
+from manifests.arrays import build
 from manifests.io import Manifest
 from manifests.paths import is_ours, is_report_folder
 from manifests.schema import core
@@ -58,7 +59,7 @@ from .walk import Entry, walk_files
 log = logging.getLogger(__name__)
 
 CORE_COLUMNS = [f.name for f in core.FIELDS]
-_PANDAS_DTYPES = {"string": "string", "int32": "Int32", "int64": "Int64", "bool": "boolean"}
+_TYPES = {f.name: f.type for f in core.FIELDS}
 MISSING = "missing since last scan"
 
 
@@ -102,17 +103,14 @@ class ScanOptions:
 
 
 def _clean(v):
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return v
 
 
-def core_frame(rows: list[dict]) -> pd.DataFrame:
-    """The scan columns of `rows` with the manifest's pandas dtypes."""
-    df = pd.DataFrame([{c: _clean(r.get(c)) for c in CORE_COLUMNS} for r in rows], columns=CORE_COLUMNS)
-    for f in core.FIELDS:
-        df[f.name] = df[f.name].astype(_PANDAS_DTYPES[str(f.type)])
-    return df
+def core_row(r: dict) -> dict:
+    """The scan columns of a row (None for a null)."""
+    return {c: _clean(r.get(c)) for c in CORE_COLUMNS}
 
 
 REPORT_DIRNAME = "report"            # where `curate report` / `curate run` put the page
@@ -235,11 +233,12 @@ def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: in
     if not entries and previous is None:
         raise UserError(f"no files found under {root}")
 
-    old = previous.df if previous is not None else core_frame([])
-    old_base = old[old["crop_index"] == 0]
-    old_rows = {r["path"]: {k: _clean(v) for k, v in r.items()}
-                for r in old_base.reindex(columns=CORE_COLUMNS).to_dict("records")}
-    old_crops = old[old["crop_index"] != 0]
+    old_recs = previous.records() if previous is not None else []
+    old_rows = {r["path"]: core_row(r) for r in old_recs if r["crop_index"] == 0}
+    old_crops = [r for r in old_recs if r["crop_index"] != 0]
+    # later stages' columns, kept by sample_id (as they are: taken from the old table)
+    extra = [c for c in previous.columns if c not in CORE_COLUMNS] if previous is not None else []
+    old_at = {r["sample_id"]: i for i, r in enumerate(old_recs)}
     changed = _changed_verdict_params(previous, opts)
     if changed:
         log.warning("re-probing every file: %s changed since the last scan",
@@ -283,30 +282,30 @@ def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: in
                 and old_rows[p]["status"] != "unreadable" and r["status"] != old_rows[p]["status"]}
 
     def write(complete: bool) -> None:
-        rows = [done.get(p) or old_rows[p] for p in sorted(set(done) | (seen & set(old_rows)))]
-        df = core_frame(rows)
+        rows = [core_row(done.get(p) or old_rows[p]) for p in sorted(set(done) | (seen & set(old_rows)))]
         stale = restatused()
         keep_paths = {p for p, r in done.items()
                       if p in old_rows and r.get("sample_id") == old_rows[p]["sample_id"]}
         keep_paths |= {p for p in seen & set(old_rows) if p not in done}
         keep_paths -= set(stale)
-        crops = old_crops[old_crops["path"].isin(keep_paths)]
+        crops = [r for r in old_crops if r["path"] in keep_paths]
         if complete and len(crops) < len(old_crops):
             log.warning("dropping %d detect crop row(s) of files whose content or status changed; "
                         "run detect again", len(old_crops) - len(crops))
-        if len(crops):
-            crops_core = core_frame(crops[CORE_COLUMNS].to_dict("records"))
-            status = df.set_index("path")["status"]
-            crops_core["status"] = crops_core["path"].map(status).astype("string")
-            df = pd.concat([df, crops_core], ignore_index=True)
-        extra = [c for c in old.columns if c not in CORE_COLUMNS]
+        status = {r["path"]: r["status"] for r in rows}
+        rows += [{**core_row(r), "status": status.get(r["path"])} for r in crops]
+        rows.sort(key=lambda r: (r["path"], r["crop_index"]))
+        table = pa.table({c: build([r[c] for r in rows], _TYPES[c]) for c in CORE_COLUMNS},
+                         schema=pa.schema(core.FIELDS))
         if extra:
-            later = old.set_index("sample_id")[extra]
-            df = df.join(later[~later.index.isin(list(stale.values()))], on="sample_id")
-        df = df.sort_values(["path", "crop_index"], kind="stable").reset_index(drop=True)
-        m = Manifest(df=df, root=str(root), history=list(base_history))
+            cleared = set(stale.values())
+            at = build([None if r["sample_id"] in cleared else old_at.get(r["sample_id"]) for r in rows], pa.int64())
+            later = previous.table.select(extra).take(at)
+            for c in extra:
+                table = table.append_column(later.schema.field(c), later.column(c))
+        m = Manifest(table=table, root=str(root), history=list(base_history))
         write_manifest(m, manifest_path, stage="scan", input_path=input_path, root=str(root),
-                       params={**params, "complete": complete, "rows": len(df),
+                       params={**params, "complete": complete, "rows": len(rows),
                                "reused": stats["reused"],
                                "scanned": len(done) - stats["reused"] - len(missing)})
 
@@ -324,7 +323,7 @@ def _scan_locked(root: Path, manifest_path: Path, opts: ScanOptions, workers: in
     run_chunks(pooled(fn, todo, workers=workers, chunk_size=opts.chunk_size, progress=progress, desc="scan"),
                add, every=opts.checkpoint_every, seconds=opts.checkpoint_seconds, publish=write)
     restated = restatused()
-    if restated and any(c not in CORE_COLUMNS for c in old.columns):
+    if restated and extra:
         log.warning("%d file(s) changed status on this scan; their repair, detect and later columns "
                     "were cleared so those stages redo them", len(restated))
     counts = Counter(r["status"] for r in done.values())

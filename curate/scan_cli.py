@@ -57,6 +57,6 @@ def scan(folder, output, workers, max_pixels, rehash, checkpoint_every, checkpoi
     opts = ScanOptions(max_pixels=max_pixels, rehash=rehash, checkpoint_every=checkpoint_every,
                        checkpoint_seconds=checkpoint_seconds, follow_links=follow_links)
     m = scan_folder(folder, output, opts, workers=workers, progress=not no_progress)
-    counts = Counter(m.df.loc[m.df["crop_index"] == 0, "status"])
+    counts = Counter(r["status"] for r in m.records(["crop_index", "status"]) if r["crop_index"] == 0)
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     click.echo(f"{sum(counts.values())} files -> {output} ({summary})")

@@ -15,9 +15,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from manifests import Manifest, UserError, merge_columns, read_manifest, write_manifest
+from manifests import Manifest, UserError, read_manifest, write_manifest
 from manifests.paths import present
 
 from . import checks
@@ -106,17 +105,16 @@ def _key(opts: ScoreOptions) -> str:
     return hashlib.sha256(f"v2:{opts.size}:{','.join(checks.CHECKS)}".encode()).hexdigest()[:12]
 
 
-def _columns(raws: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
-    """raw -> score -> flag for every check, typed for the manifest."""
-    out = pd.DataFrame({"sample_id": raws["sample_id"].astype("string").to_numpy()})
+def _columns(recs: list[dict], thresholds: dict[str, float]) -> dict[str, list]:
+    """raw -> score -> flag for every check, per row of `recs` (the manifest's order)."""
+    out: dict[str, list] = {"sample_id": [r["sample_id"] for r in recs]}
     for name, c in checks.CHECKS.items():
         # rounded to the stored float32 first: scores made now and from a reread manifest agree
-        raw = [float(np.float32(v)) if present(v) else None for v in raws.get(f"{name}_raw", [None] * len(raws))]
+        raw = [float(np.float32(v)) if present(v) else None for v in (r.get(f"{name}_raw") for r in recs)]
         sc = [c.score(v) for v in raw]
-        out[f"{name}_raw"] = pd.array(raw, dtype="Float32")
-        out[f"{name}_score"] = pd.array(sc, dtype="Float32")
-        out[f"{name}_flag"] = pd.array([None if s is None else s >= thresholds[name] for s in sc],
-                                       dtype="boolean")
+        out[f"{name}_raw"] = raw
+        out[f"{name}_score"] = sc
+        out[f"{name}_flag"] = [None if s is None else s >= thresholds[name] for s in sc]
     return out
 
 
@@ -136,9 +134,9 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     prev = m.stage_params(STAGE) or {}
     user = opts.user_thresholds(prev)
     thresholds = resolve_thresholds(user)
-    df, folder = m.df, m.folder
+    rows, folder = m.records(), m.folder
     jobs = []
-    for r in df.to_dict("records"):
+    for r in rows:
         j = row_job(folder, m.root, r)
         j["touch"] = checks.row_touch(r)
         j["row_raw"] = checks.row_raw(r)
@@ -148,8 +146,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     plog = Journal(manifest_path, STAGE, _key(opts))
     done = plog.begin(opts.force)
     same_checks = sorted(prev.get("checks") or {}) == sorted(checks.CHECKS)   # a new check measures all
-    if not opts.force and prev.get("size") == opts.size and "score_source" in df.columns and same_checks:
-        for r in df.to_dict("records"):
+    if not opts.force and prev.get("size") == opts.size and "score_source" in m.columns and same_checks:
+        for r in rows:
             sid = str(r["sample_id"])
             # rows that failed are measured again (their crop may have been rebuilt since)
             if sid not in done and present(r.get("score_source")) and present(r.get("blur_raw")):
@@ -178,16 +176,11 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
         if r.get("score_error") is None and r.get("blur_raw") is not None:
             r.update({f"{n}_raw": v for n, v in j["row_raw"].items()})
         recs.append(r)
-    raws = pd.DataFrame(recs, columns=["sample_id", "score_source", "score_error", "subject_frac",
-                                       *(f"{n}_raw" for n in checks.CHECKS)])
-    new = _columns(raws, thresholds)
-    new["subject_frac"] = pd.array([v if present(v) else None
-                                    for v in raws.get("subject_frac", [None] * len(raws))],
-                                   dtype="Float32")
+    new = _columns(recs, thresholds)
+    new["subject_frac"] = [v if present(v) else None for v in (r.get("subject_frac") for r in recs)]
     for c in ("score_source", "score_error"):
-        new[c] = pd.array([v if present(v) else None for v in raws.get(c, [None] * len(raws))],
-                          dtype="string")
-    m.df = merge_columns(df, new)
+        new[c] = [v if present(v) else None for v in (r.get(c) for r in recs)]
+    m.with_columns(new)
     # rows with pixels to measure that could not be (files that are no image are not counted)
     errors = sum(1 for j in jobs if j["usable"] and present(done.get(j["sample_id"], {}).get("score_error")))
     if errors:
@@ -195,7 +188,7 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
                     "as not_measured", errors)
     params = {"size": opts.size, "workers": workers, **engine.current().describe(), "force": opts.force,
               "checks": checks.describe(thresholds), "thresholds": thresholds, "set_thresholds": user,
-              "flagged": {n: int(new[f"{n}_flag"].fillna(False).sum()) for n in checks.CHECKS},
+              "flagged": {n: sum(f is True for f in new[f"{n}_flag"]) for n in checks.CHECKS},
               "errors": errors}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     plog.remove()
@@ -212,18 +205,18 @@ def reflag(manifest_path, thresholds: dict[str, float]) -> Manifest:
     if prev is None:
         raise UserError(f"{manifest_path}: no score results to re-threshold; run `curate score` first")
     th = {**prev.get("thresholds", {}), **new_th}
-    df = m.df
+    flags: dict[str, list] = {"sample_id": m.column("sample_id")}
     for name in new_th:
         col = f"{name}_score"
-        if col not in df.columns:
+        if col not in m.columns:
             raise UserError(f"--threshold {name}: manifest has no {col} column")
-        sc = df[col].astype("Float32")
-        df[f"{name}_flag"] = (sc >= th[name]).astype("boolean")
+        # compared as the stored float32, as a fresh `curate score` compares its scores
+        flags[f"{name}_flag"] = [None if s is None else float(np.float32(s)) >= th[name] for s in m.column(col)]
+    m.with_columns(flags)
     params = {**prev, "thresholds": th, "checks": checks.describe(th), "rethreshold": sorted(new_th),
               "set_thresholds": {**prev.get("set_thresholds", {}), **new_th},
-              "flagged": {n: int(df[f"{n}_flag"].fillna(False).sum())
-                          for n in checks.CHECKS if f"{n}_flag" in df.columns}}
-    m.df = df
+              "flagged": {n: sum(f is True for f in m.column(f"{n}_flag"))
+                          for n in checks.CHECKS if f"{n}_flag" in m.columns}}
     write_manifest(m, manifest_path, stage=STAGE, params=params, input_path=manifest_path)
     return m
 

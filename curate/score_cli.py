@@ -73,7 +73,7 @@ def score(manifest, thresholds, rethreshold, size, workers, default_thresholds, 
                                                   hashes=not no_hashes),
                            progress=not no_progress)
     params = m.stage_params("score") or {}
-    click.echo(f"{manifest}: {len(m.df)} rows")
+    click.echo(f"{manifest}: {len(m)} rows")
     mine = params.get("set_thresholds") or {}
     for name, n in (params.get("flagged") or {}).items():
         note = "  (set by you; --default-thresholds forgets it)" if name in mine else ""

@@ -2,6 +2,11 @@
 
 No other module reads or writes Parquet: stages go through `read_manifest`
 and `write_manifest`.
+
+A `Manifest` holds the Arrow table it was read as; `Manifest.df` makes the pandas DataFrame on
+first use. Stages that need no pandas (scan, repair, score, dedupe: every whole-CLI run of them
+would otherwise pay pandas' ~0.45 s import) read `records` and add their columns with
+`with_columns`, and pandas is never imported.
 """
 from __future__ import annotations
 
@@ -9,15 +14,15 @@ import datetime as _dt
 import json
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.atomic import atomic_path
 from common.errors import ManifestError
+from .arrays import build
 from .ids import file_sha256
 from .schema import COLUMNS, REQUIRED, SCHEMA_VERSION
 
@@ -33,15 +38,103 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-@dataclass
 class Manifest:
-    """A manifest in memory: the table as a DataFrame plus what the file says about itself."""
+    """A manifest in memory: the table (Arrow, or the pandas DataFrame `df` once asked for) plus
+    what the file says about itself.
 
-    df: pd.DataFrame
-    root: str | None = None                        # absolute folder the `path` column is relative to
-    history: list[dict] = field(default_factory=list)  # provenance records, oldest first
-    path: Path | None = None                       # where it was read from
-    schema_version: int = SCHEMA_VERSION
+    `df` is made from the table on first use, and from then on it is the manifest's content (a
+    stage may change it in place, or assign a new one); `table` is always the current content.
+    `records` and `with_columns` work on the table without pandas."""
+
+    def __init__(self, df=None, root: str | None = None, history: list[dict] | None = None,
+                 path: Path | None = None, schema_version: int = SCHEMA_VERSION, *,
+                 table: pa.Table | None = None):
+        if (df is None) == (table is None):
+            raise ValueError("Manifest takes a DataFrame (df=) or an Arrow table (table=)")
+        self._df, self._table = df, table
+        self.root = root                               # absolute folder the `path` column is relative to
+        self.history = list(history or [])             # provenance records, oldest first
+        self.path = path                               # where it was read from
+        self.schema_version = schema_version
+
+    @property
+    def df(self):
+        """The table as a pandas DataFrame (nullable ints, booleans and strings keep their nulls)."""
+        if self._df is None:
+            self._df = self._table.to_pandas(types_mapper=_types_mapper)
+            self._table = None
+        return self._df
+
+    @df.setter
+    def df(self, df) -> None:
+        self._df, self._table = df, None
+
+    @property
+    def table(self) -> pa.Table:
+        """The content as an Arrow table with the declared types."""
+        if self._df is not None:
+            return to_table(self._df.reset_index(drop=True))
+        return self._table
+
+    @table.setter
+    def table(self, table: pa.Table) -> None:
+        self._df, self._table = None, table
+
+    def __len__(self) -> int:
+        return len(self._df) if self._df is not None else self._table.num_rows
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._df.columns) if self._df is not None else list(self._table.column_names)
+
+    def records(self, columns=None) -> list[dict]:
+        """Every row as a dict of plain Python values (None for a null; lists for list columns) of
+        `columns` (those present; default all)."""
+        t = self.table
+        if columns is not None:
+            t = t.select([c for c in columns if c in t.column_names])
+        return t.to_pylist()
+
+    def column(self, name: str) -> list:
+        """One column's values as plain Python values (None for a null)."""
+        return self.table.column(name).to_pylist()
+
+    def with_columns(self, values: dict[str, list], on: str = "sample_id") -> None:
+        """Set a stage's columns: `values[on]` names the rows (sample ids), every other entry is a
+        column of values for those rows (typed as `manifests.schema` declares it). Rows not named
+        keep their old values (null in a new column); a named row the manifest lacks is an error:
+        stages add columns, not files. The Arrow counterpart of `merge_columns`."""
+        t = self.table
+        ids = values[on]
+        index = {v: i for i, v in enumerate(t.column(on).to_pylist())}
+        unknown = [v for v in ids if v not in index]
+        if unknown:
+            raise ValueError(f"{len(unknown)} sample_id(s) not in the manifest, e.g. {sorted(unknown)[0]}")
+        at = [index[v] for v in ids]
+        n = t.num_rows
+        whole = len(at) == n and at == list(range(n))
+        for name, vals in values.items():
+            if name == on:
+                continue
+            if len(vals) != len(ids):
+                raise ValueError(f"column {name!r}: {len(vals)} value(s) for {len(ids)} row(s)")
+            want = COLUMNS[name].type if name in COLUMNS else None
+            if whole:
+                col = list(vals)
+            else:
+                col = t.column(name).to_pylist() if name in t.column_names else [None] * n
+                for i, v in zip(at, vals):
+                    col[i] = v
+            try:
+                arr = build(col, want)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ManifestError(f"cannot store column {name!r}: {exc}") from exc
+            field_ = COLUMNS[name] if name in COLUMNS else pa.field(name, arr.type)
+            if name in t.column_names:
+                t = t.set_column(t.column_names.index(name), field_, arr)
+            else:
+                t = t.append_column(field_, arr)
+        self.table = t
 
     @property
     def folder(self) -> Path:
@@ -108,7 +201,7 @@ def _validate(table: pa.Table, where: str) -> None:
     ids = table.column("sample_id")
     if ids.null_count:
         raise ManifestError(f"{where}: column 'sample_id' has {ids.null_count} null value(s)")
-    if pa.compute.count_distinct(ids).as_py() != len(ids):
+    if pc.count_distinct(ids).as_py() != len(ids):
         raise ManifestError(f"{where}: column 'sample_id' has duplicate values")
 
 
@@ -148,13 +241,14 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         )
     table = _normalise(table, str(path))
     _validate(table, str(path))
-    df = table.to_pandas(types_mapper=_types_mapper)
-    return Manifest(df=df, root=meta.get("root"), history=meta.get("history", []), path=path,
+    return Manifest(table=table, root=meta.get("root"), history=meta.get("history", []), path=path,
                     schema_version=version)
 
 
 def _types_mapper(t: pa.DataType):
     # Keep nullable ints/bools/strings as pandas extension types so a null stays null.
+    import pandas as pd
+
     if pa.types.is_integer(t):
         return {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
                 pa.int16(): pd.Int16Dtype(), pa.int8(): pd.Int8Dtype()}.get(t)
@@ -165,8 +259,8 @@ def _types_mapper(t: pa.DataType):
     return None
 
 
-def to_table(df: pd.DataFrame) -> pa.Table:
-    """Convert with the declared types for known columns (inferring the rest)."""
+def to_table(df) -> pa.Table:
+    """Convert a DataFrame with the declared types for known columns (inferring the rest)."""
     fields = []
     for name in df.columns:
         if name in COLUMNS:
@@ -180,7 +274,7 @@ def to_table(df: pd.DataFrame) -> pa.Table:
 
 
 def write_manifest(
-    m: Manifest | pd.DataFrame,
+    m: Manifest,
     path: str | os.PathLike,
     *,
     stage: str,
@@ -193,7 +287,7 @@ def write_manifest(
     Appends a provenance record: tool version, stage, resolved parameters, sha256
     of the input manifest, UTC time.
     """
-    if isinstance(m, pd.DataFrame):
+    if not isinstance(m, Manifest):     # a DataFrame
         m = Manifest(df=m)
     path = Path(path)
     if path.is_dir():
@@ -201,7 +295,7 @@ def write_manifest(
     if os.path.lexists(path) and not is_manifest(path):  # a user's photo (or a FIFO): never overwritten
         raise ManifestError(f"refusing to overwrite {path}: it exists and is not a motocurate manifest; "
                             "choose another file name")
-    table = to_table(m.df.reset_index(drop=True))
+    table = m.table
     _validate(table, str(path))
     record = {
         "stage": stage,
@@ -234,7 +328,7 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def merge_columns(base: pd.DataFrame, new: pd.DataFrame, on: str = "sample_id") -> pd.DataFrame:
+def merge_columns(base, new, on: str = "sample_id"):
     """Merge a stage's columns into `base` by `sample_id`.
 
     Columns in `new` replace same-named columns of `base`; rows of `base` that
@@ -246,6 +340,8 @@ def merge_columns(base: pd.DataFrame, new: pd.DataFrame, on: str = "sample_id") 
     unknown = set(new[on]) - set(base[on])
     if unknown:
         raise ValueError(f"{len(unknown)} sample_id(s) not in the manifest, e.g. {sorted(unknown)[0]}")
+    import pandas as pd
+
     cols = [c for c in new.columns if c != on]
     out = base.copy()
     idx = pd.Index(out[on]).get_indexer(new[on])
