@@ -1,6 +1,6 @@
 """Per-stage speed of curation on a real folder, beside imagededup's and cleanvision's, in one run.
 
-    .venv/bin/python benchmarks/curate_speed.py [--folder ../shared/data/web] [--detect]
+    .venv/bin/python benchmarks/curate_speed.py [--folder ../shared/data/web] [--detect] [--repeat 5]
 
 Ours: `curate scan`, `repair`, `score` and `dedupe` as whole CLI processes (imports included),
 one after the other on a fresh work folder, img/s each and together; with `--detect`, `curate
@@ -10,6 +10,9 @@ imports excluded: imagededup's PHash `encode_images` + `find_duplicates`, and cl
 Prints the ratio of our four stages to imagededup's hashing (issue 15's yardstick), and the floor
 under it: the same four CLIs on a folder holding one photo of the folder (process start, imports,
 manifest reads and writes, the worker pool), which no per-photo speed-up can remove.
+With `--repeat N`, our four stages and imagededup run N times, one after the other in turn, and
+the ratio is given per round and as the median (this machine's speed drifts by tens of percent
+within minutes, so one round says little).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "web"
 DEFAULT_DETECTOR = REPO.parent / "shared" / "assets" / "yolov8n_int8.tflite"
+FOUR = ("scan", "repair", "score", "dedupe")
 CURATE = [sys.executable, "-c", "from curate.cli import main; main()"]
 
 PEER = r'''
@@ -82,34 +87,50 @@ def main(argv=None) -> int:
     ap.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--detect", action="store_true", help="time detect too (TFLite, slow)")
     ap.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of ours and imagededup, in turn (median)")
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        print(f"--repeat must be at least 1 (got {a.repeat})", file=sys.stderr)
+        return 2
     if not a.folder.is_dir():
         print(f"{a.folder}: not a folder", file=sys.stderr)
         return 2
     n = sum(1 for p in a.folder.rglob("*") if p.is_file())
+    rounds = []                       # (our four stages, imagededup) seconds per round
     with tempfile.TemporaryDirectory() as td:
         t = ours(a.folder, Path(td) / "work", a.detect, a.detector)
+        dd = peer("imagededup", a.folder)
+        rounds.append((sum(t[s] for s in FOUR), dd))
+        for k in range(1, a.repeat):
+            again = ours(a.folder, Path(td) / f"work{k}", False, a.detector)
+            rounds.append((sum(again[s] for s in FOUR), peer("imagededup", a.folder)))
         one = Path(td) / "one"
         one.mkdir()
         first = min(p for p in a.folder.rglob("*") if p.is_file())
         shutil.copy2(first, one / first.name)
         floor = ours(one, Path(td) / "work-one", False, a.detector)
-    dd, cv = peer("imagededup", a.folder), peer("cleanvision", a.folder)
+    cv = peer("cleanvision", a.folder)
     print(f"{a.folder}: {n} files, {os.cpu_count()} cores")
     print(f"{'':34s} {'seconds':>8} {'img/s':>8}")
     for name, s in t.items():
         print(f"  curate {name:<26s} {s:8.2f} {n / s:8.1f}")
-    four = sum(t[s] for s in ("scan", "repair", "score", "dedupe"))
+    four = sum(t[s] for s in FOUR)
     print(f"  {'curate scan+repair+score+dedupe':<33s} {four:8.2f} {n / four:8.1f}")
     for label, r in (("imagededup PHash encode+find", dd), ("cleanvision find_issues", cv)):
         if r:
             print(f"  {label:<33s} {r['seconds']:8.2f} {r['images'] / r['seconds']:8.1f}")
-    base = sum(floor[s] for s in ("scan", "repair", "score", "dedupe"))
+    base = sum(floor[s] for s in FOUR)
     print(f"  {'the four on one photo (the floor)':<33s} {base:8.2f}   " +
           " ".join(f"{k} {v:.2f}" for k, v in floor.items()))
     if dd:
         print(f"ratio: our four stages / imagededup hashing = {four / dd['seconds']:.1f}x (issue 15 asks <= 2.0x); "
               f"the floor alone {base / dd['seconds']:.1f}x")
+    if dd and a.repeat > 1 and all(r for _, r in rounds):
+        peers = [r["seconds"] for _, r in rounds]
+        ratios = [f / p for (f, _), p in zip(rounds, peers)]
+        print(f"rounds: ours {' '.join(f'{f:.2f}' for f, _ in rounds)} s; "
+              f"imagededup {' '.join(f'{p:.2f}' for p in peers)} s")
+        print(f"ratio per round: {' '.join(f'{x:.1f}x' for x in ratios)}; median {statistics.median(ratios):.1f}x")
     if cv:
         print(f"ratio: our four stages / cleanvision find_issues = {four / cv['seconds']:.2f}x")
     return 0

@@ -169,6 +169,10 @@ def _open_and_decode(relpath, source, fmt, suffix, max_pixels, common) -> dict:
             if w * h > max_pixels:
                 return _row(relpath, "too_large", f"size {w}x{h} = {w * h} pixels exceeds the "
                             f"limit of {max_pixels}; not decoded", **info, **common)
+            if fmt == "JPEG":
+                # the whole entropy-coded stream is still read and checked (a cut or corrupt one
+                # fails as at full size), but the pixels come out at 1/8 scale: ~2x faster
+                im.draft(im.mode, (max(1, -(-w // 8)), max(1, -(-h // 8))))
             try:
                 im.load()  # first: PNG's getexif() would load (and swallow a decoder error)
             except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's status

@@ -279,3 +279,29 @@ def test_permission_denied_is_unreadable(tmp_path):
     assert rows.loc["locked_dir", "status"] == "unreadable"
     assert "cannot list folder" in rows.loc["locked_dir", "error"]
     assert rows.loc["ok.jpg", "status"] == "ok"
+
+
+def test_jpeg_checked_at_one_eighth_scale_gets_the_status_of_a_full_decode(tmp_path, shared_data, monkeypatch):
+    """`curate scan` decodes a JPEG at 1/8 scale (`draft`): the whole stream is still read, so cut
+    and corrupted files get the same status and error as when decoded at full size."""
+    import random
+
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    from curate.probe import probe_file
+
+    rng = random.Random(0)
+    names = []
+    for k, p in enumerate(sorted((shared_data / "web" / "bikes").glob("*.jpg"))[:15]):
+        b = p.read_bytes()
+        noise = bytes(rng.randrange(256) for _ in range(300))
+        for j, v in enumerate((b, b[: len(b) // 2], b[:-200], b[:200] + noise + b[500:],
+                               b[: len(b) // 3] + b"\0" * 500 + b[len(b) // 3 + 500:])):
+            (tmp_path / f"{k}-{j}.jpg").write_bytes(v)
+            names.append(f"{k}-{j}.jpg")
+    scaled = [probe_file(str(tmp_path), n) for n in names]
+    monkeypatch.setattr(JpegImageFile, "draft", lambda self, mode, size: None)
+    full = [probe_file(str(tmp_path), n) for n in names]
+    assert scaled == full
+    statuses = {r["status"] for r in full}
+    assert "ok" in statuses and len(statuses) >= 2          # the cut and corrupted ones fail
