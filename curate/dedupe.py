@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from manifests import Manifest, UserError, read_manifest, write_manifest
-from manifests.paths import present
+from manifests.paths import cell, present
 
 from .grouping import exact_pairs, near_pairs
 from .hashing import HASH_VERSION, HASHERS
@@ -319,7 +319,7 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
     run_rows(partial(hash_chunk, method=opts.method), todo, done, plog, workers=workers, progress=progress,
              desc="dedupe: hashing", unit="img", prepare=lambda r: {**r, "hash_source": relative_source(folder, r["hash_source"])})
     res_cols = [*HASH_COLUMNS, "hash_source", "q_area", "q_size", "q_sharp", "q_busy"]
-    res = [{c: _plain(done.get(j["sample_id"], {}).get(c)) for c in res_cols} for j in jobs]
+    res = [{c: cell(done.get(j["sample_id"], {}).get(c)) for c in res_cols} for j in jobs]
     rejected = rejected_otherwise(m.table)
     # keeper quality: score columns when present (more faithful), else what hashing measured
     q = [{"sample_id": str(r["sample_id"]), "path": str(r["path"]), "crop_index": r.get("crop_index"),
@@ -344,9 +344,4 @@ def dedupe_manifest(manifest_path, opts: DedupeOptions = DedupeOptions(), *,
 
 def _prefer(have, fallback):
     """Score's value where it has one, else what hashing measured."""
-    return have if present(have) else _plain(fallback)
-
-
-def _plain(v):
-    """A journal or manifest value as stored: None for a null (NaN included)."""
-    return None if v is None or (isinstance(v, float) and v != v) else v
+    return have if present(have) else cell(fallback)

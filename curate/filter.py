@@ -32,6 +32,7 @@ from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
 
+Table = "pd.DataFrame | pa.Table"   # what the rules read (annotations only: neither is imported here)
 REVIEWER = "reviewer"          # reject_reason of a sample only the reviewer rejected
 REPAIRED = ("converted", "best_frame", "recovered")
 
@@ -43,7 +44,7 @@ class Rule:
     name: str                        # reject_reason value, CLI name
     title: str                       # human wording: saved view in the App, report heading
     columns: tuple[str, ...]         # the rule applies when all of these columns exist
-    test: Callable[[pd.DataFrame], np.ndarray]
+    test: Callable[[Table], np.ndarray]
     overridable: bool = True         # a reviewer's `keep` wins over it
     flag: bool = False               # derived from a `<check>_flag` column
     any_column: bool = False         # applies when any one of `columns` exists
@@ -79,7 +80,7 @@ def _str_in(df, col: str, values) -> np.ndarray:
 RESCUABLE = ["truncated", "corrupt"]
 
 
-def _unreadable(df: pd.DataFrame) -> np.ndarray:
+def _unreadable(df: Table) -> np.ndarray:
     bad = ~_str_in(df, "status", ["ok"])
     if "repair_action" in _columns(df):
         rescued = _str_in(df, "repair_action", REPAIRED) & _str_in(df, "status", ["ok", *RESCUABLE])
@@ -100,7 +101,7 @@ def register(rule: Rule) -> Rule:
 register(Rule("unreadable", "unreadable file", ("status",), _unreadable, overridable=False))
 register(Rule("detect_failed", "detection failed", ("detect_status",),
               lambda df: _str_in(df, "detect_status", ["not_decodable", "error"]), overridable=False))
-def _not_measured(df: pd.DataFrame) -> np.ndarray:
+def _not_measured(df: Table) -> np.ndarray:
     """Rows whose pixels score or dedupe could not read (a crop deleted from the cache, say): nothing
     says they are good, and training could not read them either."""
     out = np.zeros(len(df), dtype=bool)
@@ -168,11 +169,11 @@ class Verdict:
     handed: dict[int, list[int]] = field(default_factory=dict)  # new keeper -> dedupe's keepers it replaces
 
 
-def rule_masks(df: pd.DataFrame, rules: list[Rule]) -> dict[str, np.ndarray]:
+def rule_masks(df: Table, rules: list[Rule]) -> dict[str, np.ndarray]:
     return {r.name: np.asarray(r.test(df), dtype=bool) for r in rules}
 
 
-def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
+def decide(df: Table, opts: FilterOptions = FilterOptions()) -> Verdict:
     """The verdict for every row of a manifest table, a DataFrame or an Arrow table (no I/O)."""
     rules = applicable_rules(_columns(df))
     from .checks import CHECKS
@@ -219,7 +220,7 @@ def decide(df: pd.DataFrame, opts: FilterOptions = FilterOptions()) -> Verdict:
                    handed=handed)
 
 
-def _duplicates_now(df: pd.DataFrame, fired: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[int, list[int]]]:
+def _duplicates_now(df: Table, fired: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[int, list[int]]]:
     """The duplicates given the other rules as they fire now, and the groups whose keeper changed.
 
     In each group the best-ranked copy (`dup_rank`, from dedupe) that no other automatic rule rejects

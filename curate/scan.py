@@ -32,7 +32,6 @@ with the error text when not ok. Decisions worth knowing:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -45,7 +44,7 @@ from manifests import is_manifest, read_manifest, sample_id, write_manifest
 from common.errors import UserError
 from manifests.arrays import build
 from manifests.io import Manifest
-from manifests.paths import is_ours, is_report_folder
+from manifests.paths import cell, is_ours, is_report_folder
 from manifests.schema import core
 
 from common.pool import resolve_workers
@@ -102,15 +101,9 @@ class ScanOptions:
             raise UserError(f"chunk_size must be at least 1 (got {self.chunk_size})")
 
 
-def _clean(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v
-
-
 def core_row(r: dict) -> dict:
     """The scan columns of a row (None for a null)."""
-    return {c: _clean(r.get(c)) for c in CORE_COLUMNS}
+    return {c: cell(r.get(c)) for c in CORE_COLUMNS}
 
 
 REPORT_DIRNAME = "report"            # where `curate report` / `curate run` put the page

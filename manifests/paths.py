@@ -93,6 +93,11 @@ def present(v) -> bool:
     return v is not None and not (isinstance(v, float) and v != v) and str(v) not in ("", "<NA>")
 
 
+def cell(v):
+    """A manifest cell's value, None for a null (None or NaN; empty strings are kept)."""
+    return None if v is None or (isinstance(v, float) and v != v) else v
+
+
 def source_path(root: str | Path, row) -> Path:
     """The user's original file."""
     return Path(root) / row["path"]
