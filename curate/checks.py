@@ -274,25 +274,30 @@ def row_raw(row) -> dict[str, float | None]:
 
 
 def _resized(img, side: int):
-    """RGB uint8 array with the longer side = `side` (area resampling), and the scale used."""
+    """RGB uint8 array of `img` (a `curate.decoded.Decoded`) with the longer side of its own size at
+    `side` (area resampling), and the scale from its own size."""
     from PIL import Image
 
     w, h = img.size
     s = side / max(w, h)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    return np.asarray(rgb.resize((nw, nh), Image.Resampling.BOX if s < 1 else Image.Resampling.BILINEAR)), s
+    return np.asarray(img.convert("RGB").resize(
+        (nw, nh), Image.Resampling.BOX if s < 1 else Image.Resampling.BILINEAR)), s
 
 
 def busyness(img, box, side: int = MEASURE_SIDE, *, grey_at_side=None) -> float | None:
     """Clutter of the background (outside `box`, or the border band without one), 0..1.
 
     Measured at most `side` px on the longer side and never upscaled (upscaling
-    a small crop smooths its background away). `grey_at_side`: the crop already
-    reduced to `side` (area resampling) in grey, when the caller has it.
+    a small crop smooths its background away). `img`: a PIL image or a
+    `curate.decoded.Decoded` (`box` in the pixels of its own size); `grey_at_side`: the crop
+    already reduced to `side` (area resampling) in grey, when the caller has it.
     """
     import cv2
 
+    from .decoded import Decoded
+
+    img = Decoded.of(img)
     w, h = img.size
     s = min(1.0, side / max(w, h))
     if grey_at_side is not None and s < 1.0:
@@ -354,14 +359,18 @@ def measure_sample(img, box=None, *, box_orig_side: float | None = None, n_other
                    touch: tuple | None = None, side: int = MEASURE_SIDE) -> dict[str, float | None]:
     """Raw values of the pixel checks for one crop (and `crowded` when `n_others` is given).
 
-    `img` is the final crop (PIL image), `box` the bike box inside it in the
-    crop's pixels (None without detection), `box_orig_side` the box's longer
+    `img` is the final crop (a PIL image, or a `curate.decoded.Decoded`, which may have been
+    decoded smaller), `box` the bike box inside it in the pixels of its own size (None without
+    detection), `box_orig_side` the box's longer
     side in original pixels, `touch` which image borders (left, top, right,
     bottom) the box reaches (see `touching`; the crop reaches them there too).
     Also returns `subject_frac` (box area / crop area, None without a box).
     """
     import cv2
 
+    from .decoded import Decoded
+
+    img = Decoded.of(img)
     w, h = img.size
     rgb, s = _resized(img, side)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

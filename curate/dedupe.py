@@ -37,8 +37,8 @@ from manifests import Manifest, UserError, read_manifest, write_manifest
 from manifests.paths import cell, present
 
 from .grouping import exact_pairs, near_pairs
-from .hashing import HASH_VERSION, HASHERS
-from .row_jobs import JobImageError, _list, load_job_rgb, relative_source, row_job, stale_jobs
+from .hashing import HASH_VERSION, HASHERS, hash_decode_side
+from .row_jobs import JobImageError, _list, load_job_decoded, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from . import engine
 from .work_lock import locks_manifest
@@ -74,9 +74,10 @@ class DedupeOptions:
 
 def hash_row(job: dict, method: str) -> dict:
     """Hashes and quality figures of one row; null hashes and a reason when it cannot be decoded."""
+    side = hash_decode_side(method)
     try:
-        img = load_job_rgb(job)
-        full = img if job["decoded"] == job["sample"] else load_job_rgb(job, "decoded")
+        img = load_job_decoded(job, "sample", side)
+        full = img if job["decoded"] == job["sample"] else load_job_decoded(job, "decoded", side)
     except JobImageError as exc:
         return {"sample_id": job["sample_id"], "hash_source": job["sample"], "hash_error": str(exc)}
     return hash_pixels(job, img, full, method)
@@ -84,20 +85,27 @@ def hash_row(job: dict, method: str) -> dict:
 
 def hash_pixels(job: dict, img, full, method: str) -> dict:
     """`hash_row` of a row whose crop `img` and whole decoded photo `full` (the same object when the
-    row has no crop) are decoded already: `curate score` calls it on the pixels it measured."""
+    row has no crop; PIL images or `curate.decoded.Decoded`, decoded at
+    `curate.hashing.hash_decode_side`) are decoded already: `curate score` calls it on the pixels
+    it measured."""
     from . import checks, hashing
+    from .decoded import Decoded
 
+    same = full is img
+    img, full = Decoded.of(img), Decoded.of(full)
     out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
-    grey_full = full.convert("L")            # one grey conversion of the whole photo for both
-    out["pixel_hash"] = hashing.pixel_signature(full, grey_full)
+    scaled = hashing.at_hash_scale(full)
+    grey_full = scaled.convert("L")            # one grey conversion of the whole photo for both
+    out["pixel_hash"] = hashing.pixel_signature(scaled, grey_full)
 
     def four(im, grey=None) -> dict:
+        im = hashing.at_hash_scale(im) if method == "phash" else im
         h, m, f, fm = hashing.hash_set(im, method, grey)
         return {"": hashing.to_hex(h), "_mirror": hashing.to_hex(m), "_fine": f, "_fine_mirror": fm}
 
-    crop = four(img, grey_full if full is img else None)
+    crop = four(img, grey_full if same else None)
     # the whole photo only for each file's primary sample (grouping uses no other): no crop -> the same
-    whole = crop if full is img else four(full, grey_full) if job.get("crop_index", 0) == 0 else dict.fromkeys(crop)
+    whole = crop if same else four(full, grey_full) if job.get("crop_index", 0) == 0 else dict.fromkeys(crop)
     out.update({f"phash{k}": v for k, v in crop.items()})
     out.update({f"phash_full{k}": v for k, v in whole.items()})
     out["q_area"] = img.size[0] * img.size[1]

@@ -28,8 +28,31 @@ HASH_SIZE = 8           # 8x8 = 64-bit perceptual hashes
 # 5x faster than LANCZOS over the whole photo (6.2 -> 1.2 ms), and 8 of them differ, by 1-2 of 64
 # bits (fine hashes: at most 4 of 256).
 REDUCING_GAP = 3.0
-# Bumped whenever `hash_set` gives other bits: hashes stored by another version are made again.
-HASH_VERSION = 3
+# What pHash needs of a photo (its LANCZOS reductions go over at least REDUCING_GAP x 64 px, the
+# signature averages 16x16 cells): `curate dedupe` and `curate score` (which hashes for it) both
+# decode a large JPEG down to this (`curate.decoded.load`), so the hashes do not depend on which
+# stage made them.
+HASH_DECODE_SIDE = 256
+
+
+def at_hash_scale(img):
+    """A PIL image or `curate.decoded.Decoded` at the scale its hashes are made at: a large photo
+    at 1/2 to 1/8 of its size (`HASH_DECODE_SIDE`), whichever format it came in."""
+    from .decoded import Decoded, dct_scale
+
+    img = Decoded.of(img)
+    return img.at_scale(dct_scale(img.size, HASH_DECODE_SIDE))
+
+
+def hash_decode_side(method: str) -> int | None:
+    """What `curate.decoded.load` decodes a photo at for `method`'s hashes: the other hashes look at
+    the whole photo."""
+    return HASH_DECODE_SIDE if method == "phash" else None
+
+
+# Bumped whenever `hash_set` gives other bits: hashes stored by another version are made again
+# (4: large JPEGs hashed from their reduced decode).
+HASH_VERSION = 4
 
 
 def _phash(img):
@@ -70,24 +93,19 @@ HASHERS_FINE: dict[str, Callable] = {k: _fine(k) for k in HASHERS}
 
 def load_rgb(path) -> Image.Image:
     """Decode an image fully, honouring EXIF orientation, as RGB."""
-    from PIL import ImageOps
+    from .decoded import load
 
-    with Image.open(path) as im:
-        im.load()
-        ImageOps.exif_transpose(im, in_place=True)      # no copy of a photo that needs no turning
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        return im if im.mode == "RGB" else im.convert("RGB")
+    return load(path).image
 
 
-def pixel_signature(img: Image.Image, grey: Image.Image | None = None) -> str:
-    """`"<w>x<h>-<hex of the 16x16 area-averaged luma thumbnail>"` (see module doc); `grey`:
-    `img.convert("L")` when the caller has it."""
+def pixel_signature(img, grey=None) -> str:
+    """`"<w>x<h>-<hex of the 16x16 area-averaged luma thumbnail>"` (see module doc) of a PIL image
+    or a `curate.decoded.Decoded` (its own size); `grey`: `img.convert("L")` when the caller has it."""
+    from .decoded import Decoded
+
+    img = Decoded.of(img)
     w, h = img.size
-    if grey is None:
-        grey = img.convert("L") if img.mode != "L" else img
+    grey = img.convert("L") if grey is None else Decoded.of(grey)
     thumb = grey.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.Resampling.BOX)
     return f"{w}x{h}-{np.asarray(thumb, dtype=np.uint8).tobytes().hex()}"
 
@@ -129,19 +147,25 @@ def hash_with_mirror(img: Image.Image, method: str = "phash") -> tuple[int, int]
     return perceptual_hash(img, method), perceptual_hash(mirror, method)
 
 
-def hash_set(img: Image.Image, method: str = "phash", grey: Image.Image | None = None) -> tuple[int, int, str, str]:
-    """(hash, mirror hash, fine hash, fine mirror hash) of `img`, as `perceptual_hash`,
-    `hash_with_mirror` and `HASHERS_FINE` give them. For pHash from one grey conversion and one
-    reduction per hash size (LANCZOS after a box reduction, `REDUCING_GAP`: within a few bits of
-    imagehash's own), and one `phash_bits` per size for both the photo and its mirror, instead of
-    converting, flipping and reducing the full-size image four times. `grey`: `img.convert("L")`
-    when the caller has it."""
+def hash_set(img, method: str = "phash", grey=None) -> tuple[int, int, str, str]:
+    """(hash, mirror hash, fine hash, fine mirror hash) of `img` (a PIL image, or for pHash a
+    `curate.decoded.Decoded`), as `perceptual_hash`, `hash_with_mirror` and `HASHERS_FINE` give them.
+    For pHash from one grey conversion and one reduction per hash size (LANCZOS after a box
+    reduction, `REDUCING_GAP`: within a few bits of imagehash's own), and one `phash_bits` per size
+    for both the photo and its mirror, instead of converting, flipping and reducing the full-size
+    image four times. `grey`: `img.convert("L")` when the caller has it."""
+    from .decoded import Decoded
+
     if method != "phash":
+        if isinstance(img, Decoded):
+            if img.reduced:
+                raise ValueError(f"{method} hashes a photo at its full size; decode it so")
+            img = img.image
         flip = Image.Transpose.FLIP_LEFT_RIGHT
         h, m = hash_with_mirror(img, method)
         fine = HASHERS_FINE[method]
         return h, m, str(fine(img)), str(fine(img.transpose(flip)))
-    grey = img.convert("L") if grey is None else grey
+    grey = Decoded.of(img).convert("L") if grey is None else Decoded.of(grey)
     (h, m), (f, fm) = (phash_bits(grey.resize((n * 4, n * 4), Image.Resampling.LANCZOS,
                                               reducing_gap=REDUCING_GAP), n)
                        for n in (HASH_SIZE, FINE_SIZE))

@@ -44,14 +44,20 @@ class JobImageError(Exception):
 def load_job_rgb(job: dict, key: str = "sample"):
     """The RGB image at `job[key]` (see `row_job`), or `JobImageError` with the reason:
     the row is not usable, or the file does not decode."""
+    return load_job_decoded(job, key).image
+
+
+def load_job_decoded(job: dict, key: str = "sample", at_least: int | None = None):
+    """`load_job_rgb` as a `curate.decoded.Decoded`: with `at_least`, a large JPEG comes decoded
+    smaller."""
     from PIL import Image, UnidentifiedImageError
 
-    from .hashing import load_rgb
+    from .decoded import load
 
     if not job["usable"]:
         raise JobImageError("not decodable (scan status not ok, no repaired copy)")
     try:
-        return load_rgb(job[key])
+        return load(job[key], at_least)
     except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
             SyntaxError) as exc:
         raise JobImageError(f"{type(exc).__name__}: {exc}") from None

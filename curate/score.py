@@ -21,7 +21,8 @@ from manifests.paths import present
 
 from . import checks
 from .dedupe import DedupeOptions, handoff, hash_pixels, hash_tag
-from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
+from .hashing import HASH_DECODE_SIDE, hash_decode_side
+from .row_jobs import JobImageError, load_job_decoded, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from . import engine
 from .work_lock import locks_manifest
@@ -66,10 +67,22 @@ def validate_thresholds(th: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def decode_side(size: int) -> int:
+    """The longer side score decodes a large JPEG down to (`curate.decoded.load`): no less than it
+    measures at, nor than dedupe's hashes need (`curate.hashing.HASH_DECODE_SIDE`)."""
+    return max(size, HASH_DECODE_SIDE)
+
+
+def _decode_tag(size: int) -> str:
+    """How the stored raw values were decoded (the write's params): values decoded otherwise are
+    measured again."""
+    return f"jpeg-dct-scale>={decode_side(size)}"
+
+
 def score_row(job: dict, size: int) -> dict:
     out = {"sample_id": job["sample_id"], "score_source": job["sample"]}
     try:
-        img = load_job_rgb(job)
+        img = load_job_decoded(job, "sample", decode_side(size))
     except JobImageError as exc:
         out["score_error"] = str(exc)
         return out
@@ -78,17 +91,19 @@ def score_row(job: dict, size: int) -> dict:
                                 touch=None if touch is None else tuple(touch), side=size)
     out.update({f"{k}_raw": v for k, v in raw.items() if k in checks.CHECKS})
     out["subject_frac"] = raw["subject_frac"]
-    if job.get("hash_method"):
-        out["handoff"] = _hashes_for_dedupe(job, img, raw)
+    # the hashes come from this decode only where it is the one dedupe would make itself
+    method = job.get("hash_method")
+    if method and hash_decode_side(method) == decode_side(size):
+        out["handoff"] = _hashes_for_dedupe(job, img, raw, decode_side(size))
     return out
 
 
-def _hashes_for_dedupe(job: dict, img, raw: dict) -> dict | None:
+def _hashes_for_dedupe(job: dict, img, raw: dict, side: int) -> dict | None:
     """What `curate dedupe` would hash of this row, from the crop already decoded here (and the
     whole photo, decoded once more only for a crop row); None when the photo does not decode
     (dedupe then tries itself and records why)."""
     try:
-        full = img if job["decoded"] == job["sample"] else load_job_rgb(job, "decoded")
+        full = img if job["decoded"] == job["sample"] else load_job_decoded(job, "decoded", side)
     except JobImageError:
         return None
     # dedupe measures keeper quality itself only where score has no value for it
@@ -102,7 +117,7 @@ def score_chunk(jobs: list[dict], size: int) -> list[dict]:
 
 
 def _key(opts: ScoreOptions) -> str:
-    return hashlib.sha256(f"v2:{opts.size}:{','.join(checks.CHECKS)}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"v3:{opts.size}:{','.join(checks.CHECKS)}".encode()).hexdigest()[:12]
 
 
 def _columns(recs: list[dict], thresholds: dict[str, float]) -> dict[str, list]:
@@ -146,7 +161,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     plog = Journal(manifest_path, STAGE, _key(opts))
     done = plog.begin(opts.force)
     same_checks = sorted(prev.get("checks") or {}) == sorted(checks.CHECKS)   # a new check measures all
-    if not opts.force and prev.get("size") == opts.size and "score_source" in m.columns and same_checks:
+    if (not opts.force and prev.get("size") == opts.size and "score_source" in m.columns and same_checks
+            and prev.get("decode") == _decode_tag(opts.size)):
         for r in rows:
             sid = str(r["sample_id"])
             # rows that failed are measured again (their crop may have been rebuilt since)
@@ -186,7 +202,8 @@ def score_manifest(manifest_path, opts: ScoreOptions = ScoreOptions(), *,
     if errors:
         log.warning("%d row(s) could not be measured (see score_error); `curate filter` rejects them "
                     "as not_measured", errors)
-    params = {"size": opts.size, "workers": workers, **engine.current().describe(), "force": opts.force,
+    params = {"size": opts.size, "decode": _decode_tag(opts.size), "workers": workers,
+              **engine.current().describe(), "force": opts.force,
               "checks": checks.describe(thresholds), "thresholds": thresholds, "set_thresholds": user,
               "flagged": {n: sum(f is True for f in new[f"{n}_flag"]) for n in checks.CHECKS},
               "errors": errors}
