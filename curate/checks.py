@@ -310,16 +310,26 @@ def busyness(img, box, side: int = MEASURE_SIDE, *, grey_at_side=None) -> float 
     if box is not None:
         x0, y0, x1, y1 = (v * s for v in box)
         # the bike's own outline sits on the box edge: keep a 3-pixel ring out of the background
-        background = ~_box_mask(grey.shape, (x0 - 3, y0 - 3, x1 + 3, y1 + 3))
+        inner = _box_slices(grey.shape, (x0 - 3, y0 - 3, x1 + 3, y1 + 3))
     else:
         bx, by = max(1, round(gw * BORDER)), max(1, round(gh * BORDER))
-        background = ~_box_mask(grey.shape, (bx, by, gw - bx, gh - by))
-    if background.sum() < 16:
+        inner = _box_slices(grey.shape, (bx, by, gw - bx, gh - by))
+    # the background is all but the inner rectangle: its counts are the whole's less the rectangle's
+    # (the same integers as indexing with a mask, without making one)
+    n = grey.size - (0 if inner is None else grey[inner].size)
+    if n < 16:
         return None
-    hist = np.bincount(grey[background] // 8, minlength=32) / background.sum()
+    tones = grey // 8
+    counts = np.bincount(tones.ravel(), minlength=32)
+    edge = cv2.Canny(grey, *CANNY)
+    n_edges = np.count_nonzero(edge)
+    if inner is not None:
+        counts = counts - np.bincount(tones[inner].ravel(), minlength=32)
+        n_edges -= np.count_nonzero(edge[inner])
+    hist = counts / n
     nz = hist[hist > 0]
     entropy = float(-(nz * np.log2(nz)).sum())
-    edges = float((cv2.Canny(grey, *CANNY) > 0)[background].mean())
+    edges = n_edges / n
     return 0.5 * min(1.0, entropy / 5.0) + 0.5 * min(1.0, edges / 0.25)
 
 
@@ -329,15 +339,14 @@ def _box_resample():
     return Image.Resampling.BOX
 
 
-def _box_mask(shape, box) -> np.ndarray:
+def _box_slices(shape, box) -> tuple[slice, slice] | None:
+    """The pixels of an array of `shape` that `box` (x0, y0, x1, y1, fractional) touches, as
+    (rows, columns) slices; None when it covers none."""
     h, w = shape
-    m = np.zeros((h, w), dtype=bool)
     x0, y0, x1, y1 = box
     x0, y0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
     x1, y1 = min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1)))
-    if x1 > x0 and y1 > y0:
-        m[y0:y1, x0:x1] = True
-    return m
+    return (slice(y0, y1), slice(x0, x1)) if x1 > x0 and y1 > y0 else None
 
 
 def percentiles_u8(values: np.ndarray, qs) -> list[float]:
@@ -377,22 +386,22 @@ def measure_sample(img, box=None, *, box_orig_side: float | None = None, n_other
     out: dict[str, float | None] = {}
 
     if box is not None:
-        inner = _box_mask(grey.shape, [v * s for v in box])
-        subject = inner if inner.any() else np.ones_like(inner)
-        out["subject_frac"] = _clip01(inner.mean())
+        inner = _box_slices(grey.shape, [v * s for v in box])
+        subject = grey if inner is None else grey[inner]
+        out["subject_frac"] = 0.0 if inner is None else _clip01(subject.size / grey.size)
     else:
-        subject = np.ones(grey.shape, dtype=bool)
+        subject = grey
         out["subject_frac"] = None
 
     out["busy"] = busyness(img, box, side, grey_at_side=grey)   # the same BOX reduction when s < 1
     out["blur"] = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-    lo, hi = percentiles_u8(grey[subject], (5, 95))
+    lo, hi = percentiles_u8(subject, (5, 95))
     out["dark"] = float(hi)
     out["bright"] = float(lo)
     out["small"] = float(box_orig_side) if box_orig_side is not None else None
     out["aspect"] = w / h
-    r, g, b = rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]      # elementwise: 20x faster than max(axis=2)
-    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)    # uint8, no wrap
+    r, g, b = cv2.split(rgb)            # contiguous planes: elementwise, ~3x numpy's strided channels
+    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))    # uint8, max >= min
     out["grey"] = percentiles_u8(chroma, (99,))[0]
     if n_others is not None:
         out["crowded"] = float(n_others)
