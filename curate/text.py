@@ -29,14 +29,14 @@ from manifests import Manifest, merge_columns, read_manifest, write_manifest
 from manifests.paths import present
 
 from . import engine
-from .row_jobs import JobImageError, load_job_rgb, relative_source, row_job, stale_jobs
+from .row_jobs import JobImageError, load_job_decoded, relative_source, row_job, stale_jobs
 from .row_stage import Journal, run_rows
 from .work_lock import locks_manifest
 
 log = logging.getLogger(__name__)
 
 STAGE = "text"
-VERSION = "v1"
+VERSION = "v2"     # v2: large JPEGs decoded at a DCT scale
 DETECT_SIDE = 480   # longer side the detector sees at most (smaller photos at their own size)
 LINE_MAX = 0.15     # a text line's thinner side is at most this share of the photo's shorter side
 
@@ -107,7 +107,9 @@ def text_chunk(jobs: list[dict]) -> list[dict]:
     for j in jobs:
         rec = {"sample_id": j["sample_id"], "text_source": j["decoded"], "text_share": None, "text_error": None}
         try:
-            rgb = np.asarray(load_job_rgb(j, "decoded"))
+            # a large JPEG at a DCT scale still >= DETECT_SIDE (`curate.decoded`): the detector sees
+            # no more than that, and a share of the photo does not depend on its scale
+            rgb = np.asarray(load_job_decoded(j, "decoded", DETECT_SIDE).image)
             rec["text_share"] = line_share(text_lines(rgb), rgb.shape[1], rgb.shape[0])
         except JobImageError as exc:
             rec["text_error"] = str(exc)

@@ -108,3 +108,21 @@ def test_text_killed_mid_run_resumes_with_the_same_shares(tmp_path):
     photos = _photos(tmp_path / "photos", 200, size=(320, 240))
     ref, work = _killed_then_resumed("text", photos, tmp_path, "row(s) to measure, ")
     assert _shares(ref) == _shares(work)
+
+
+@needs_detector
+def test_a_large_jpeg_is_read_at_a_dct_scale_and_its_headline_share_kept(tmp_path):
+    """A 1,600 px photo with a headline is decoded at 1/2 for the detector, which sees at most
+    480 px anyway (`curate.decoded`): the share of the photo under text is what the full decode
+    gives, to within a hundredth."""
+    from curate.decoded import load
+    from curate.text import text_chunk
+
+    plain = Image.fromarray(np.full((1000, 1600, 3), 225, np.uint8))
+    ImageDraw.Draw(plain).ellipse([300, 300, 1300, 900], fill=(40, 60, 90))
+    _headline(plain).save(tmp_path / "big.jpg", quality=92)
+    assert load(tmp_path / "big.jpg", at_least=text_stage.DETECT_SIDE).scale == 2
+    job = {"sample_id": "a", "decoded": str(tmp_path / "big.jpg"), "usable": True}
+    (rec,) = text_chunk([job])
+    assert rec["text_share"] >= TEXT_SHARE
+    assert rec["text_share"] == pytest.approx(_share(load(tmp_path / "big.jpg").image), abs=0.01)
