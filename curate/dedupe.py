@@ -94,16 +94,17 @@ def hash_pixels(job: dict, img, full, method: str) -> dict:
     same = full is img
     img, full = Decoded.of(img), Decoded.of(full)
     out = {"sample_id": job["sample_id"], "hash_source": job["sample"]}
-    scaled = hashing.at_hash_scale(full)
+    scaled = hashing.at_hash_scale(full)       # once: a large PNG is reduced here
     grey_full = scaled.convert("L")            # one grey conversion of the whole photo for both
     out["pixel_hash"] = hashing.pixel_signature(scaled, grey_full)
 
     def four(im, grey=None) -> dict:
-        im = hashing.at_hash_scale(im) if method == "phash" else im
+        if method == "phash":
+            im = scaled if im is full else hashing.at_hash_scale(im)
         h, m, f, fm = hashing.hash_set(im, method, grey)
         return {"": hashing.to_hex(h), "_mirror": hashing.to_hex(m), "_fine": f, "_fine_mirror": fm}
 
-    crop = four(img, grey_full if same else None)
+    crop = four(full, grey_full) if same else four(img)
     # the whole photo only for each file's primary sample (grouping uses no other): no crop -> the same
     whole = crop if same else four(full, grey_full) if job.get("crop_index", 0) == 0 else dict.fromkeys(crop)
     out.update({f"phash{k}": v for k, v in crop.items()})
