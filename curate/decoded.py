@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-ORIENTATION_TAG = 0x0112
+from .normalise import ORIENTATION_TAG
+
 TURNS_SIDES = (5, 6, 7, 8)     # EXIF orientations that swap width and height
-
-
 DCT_SCALES = (8, 4, 2)
 
 
@@ -64,6 +63,17 @@ class Decoded:
         return Decoded(img, self.size, self.region, self.scale)
 
 
+def draft(im: Image.Image, scale: int) -> tuple[tuple[float, float, float, float] | None, int]:
+    """Ask Pillow's JPEG decoder, before `load`, for `im` at 1/`scale` (one of `DCT_SCALES`; asking
+    for `size // scale` makes it pick exactly that scale): (the region of the smaller image that
+    is the photo, the scale got); (None, 1) for 1, or a JPEG that decodes at full size only."""
+    if scale <= 1:
+        return None, 1
+    w, h = im.size
+    got = im.draft(im.mode, (w // scale, h // scale))
+    return (None, 1) if got is None else (got[1], round(w / got[1][2]))
+
+
 def _turned_region(region, size, orientation) -> tuple[float, float, float, float]:
     """`region` (x0, y0, x1, y1 with x0 = y0 = 0) of an image of `size`, after the EXIF
     `orientation`'s turn (as `ImageOps.exif_transpose` makes it)."""
@@ -83,10 +93,7 @@ def load(path, at_least: int | None = None) -> Decoded:
 
     with Image.open(path) as im:
         w, h = im.size
-        region, scale = None, dct_scale((w, h), at_least) if at_least and im.format == "JPEG" else 1
-        if scale > 1:
-            got = im.draft(im.mode, (w // scale, h // scale))   # None: this JPEG decodes at full size
-            region, scale = (None, 1) if got is None else (got[1], round(w / got[1][2]))
+        region, scale = draft(im, dct_scale((w, h), at_least) if at_least and im.format == "JPEG" else 1)
         im.load()
         orientation = im.getexif().get(ORIENTATION_TAG)
         if region is not None:

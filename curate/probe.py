@@ -16,14 +16,14 @@ import warnings
 
 from PIL import Image
 
-from .normalise import icc_description
+from .decoded import dct_scale, draft
+from .normalise import ORIENTATION_TAG, icc_description
 from .sniff import (HEAD_BYTES, IMAGE_FORMATS, NON_IMAGE_FORMATS, declared_size, ext_mismatch,
                     register_optional_decoders,
                     sniff_format)
 
 CHUNK = 1 << 20
 IN_MEMORY_LIMIT = 256 << 20  # files up to this size are read once and decoded from memory
-ORIENTATION_TAG = 0x0112
 
 
 def path_digest(relpath: str) -> str:
@@ -171,8 +171,8 @@ def _open_and_decode(relpath, source, fmt, suffix, max_pixels, common) -> dict:
                             f"limit of {max_pixels}; not decoded", **info, **common)
             if fmt == "JPEG":
                 # the whole entropy-coded stream is still read and checked (a cut or corrupt one
-                # fails as at full size), but the pixels come out at 1/8 scale: ~2x faster
-                im.draft(im.mode, (max(1, -(-w // 8)), max(1, -(-h // 8))))
+                # fails as at full size), but the pixels come out at the smallest DCT scale: ~2x faster
+                draft(im, dct_scale((w, h), 1))
             try:
                 im.load()  # first: PNG's getexif() would load (and swallow a decoder error)
             except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's status

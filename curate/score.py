@@ -81,8 +81,9 @@ def _decode_tag(size: int) -> str:
 
 def score_row(job: dict, size: int) -> dict:
     out = {"sample_id": job["sample_id"], "score_source": job["sample"]}
+    side = decode_side(size)
     try:
-        img = load_job_decoded(job, "sample", decode_side(size))
+        img = load_job_decoded(job, "sample", side)
     except JobImageError as exc:
         out["score_error"] = str(exc)
         return out
@@ -93,8 +94,8 @@ def score_row(job: dict, size: int) -> dict:
     out["subject_frac"] = raw["subject_frac"]
     # the hashes come from this decode only where it is the one dedupe would make itself
     method = job.get("hash_method")
-    if method and hash_decode_side(method) == decode_side(size):
-        out["handoff"] = _hashes_for_dedupe(job, img, raw, decode_side(size))
+    if method and hash_decode_side(method) == side:
+        out["handoff"] = _hashes_for_dedupe(job, img, raw, side)
     return out
 
 
